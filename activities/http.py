@@ -1,0 +1,146 @@
+"""``http_request`` (and its alias ``api_call``): one HTTP request, classified for Temporal's retries.
+
+429 retries after the server's Retry-After; 5xx, timeouts and connection errors retry with backoff; other
+4xx are the caller's fault and do not retry.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities._secrets import with_secrets
+from core.settings import Settings
+from workflows import errors
+from workflows.messages import StepOutcome, StepRequest
+from workflows.steps import HttpRequestConfig, parse_config
+
+_BODY_EXCERPT = 2_000
+
+
+class HttpActivities:
+    """HTTP step activities sharing one connection pool."""
+
+    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+
+    @activity.defn(name="http_request")
+    async def http_request(self, request: StepRequest) -> StepOutcome:
+        """Send the request the step describes and return ``{status, headers, body}``."""
+        config = _config(with_secrets(request.config, self._settings.secrets))
+        headers = dict(config.headers)
+        auth: httpx.BasicAuth | None = None
+        if config.auth is not None:
+            if config.auth.type == "bearer":
+                headers["Authorization"] = f"Bearer {config.auth.token}"
+            elif config.auth.type == "api_key":
+                headers[config.auth.header] = config.auth.token or ""
+            else:
+                auth = httpx.BasicAuth(config.auth.username or "", config.auth.password or "")
+        timeout = float(config.timeout) if config.timeout is not None else self._settings.http_timeout_s
+        info = activity.info()
+        activity.logger.info("%s %s (attempt %d)", config.method, _redact_query(config.url), info.attempt)
+        try:
+            async with self._client.stream(
+                config.method,
+                config.url,
+                headers=headers,
+                params=config.query or None,
+                json=config.body if config.body is not None and config.form is None else None,
+                data=config.form,
+                auth=auth,
+                timeout=timeout,
+            ) as response:
+                raw = await _read_capped(response, self._settings.http_max_response_bytes)
+        except httpx.TimeoutException as exc:
+            raise ApplicationError(f"request timed out after {timeout:g}s", type=errors.HTTP_TIMEOUT) from exc
+        except httpx.TransportError as exc:
+            raise ApplicationError(f"request failed: {exc}", type=errors.HTTP_TRANSPORT_ERROR) from exc
+        except httpx.InvalidURL as exc:
+            raise ApplicationError(
+                f"invalid url: {exc}", type=errors.CONFIG_INVALID, non_retryable=True
+            ) from exc
+        body = _decode(response, raw)
+        _raise_for_status(response, body, config.raise_for_status)
+        output = {"status": response.status_code, "headers": dict(response.headers), "body": body}
+        return StepOutcome(output=output, attempt=info.attempt)
+
+
+def _config(values: dict[str, Any]) -> HttpRequestConfig:
+    try:
+        return parse_config(HttpRequestConfig, values)
+    except ValueError as exc:
+        raise ApplicationError(str(exc), type=errors.CONFIG_INVALID, non_retryable=True) from None
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise ApplicationError(
+                f"response is larger than {limit} bytes", type=errors.RESPONSE_TOO_LARGE, non_retryable=True
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(response: httpx.Response, raw: bytes) -> Any:
+    if not raw:
+        return None
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            pass
+    return raw.decode(response.encoding or "utf-8", errors="replace")
+
+
+def _raise_for_status(response: httpx.Response, body: Any, strict: bool) -> None:
+    status = response.status_code
+    details = {"status": status, "body": _excerpt(body)}
+    if status == 429:
+        delay = _retry_after(response.headers.get("retry-after"))
+        raise ApplicationError(
+            f"rate limited (429){f', retry after {delay.total_seconds():g}s' if delay else ''}",
+            details,
+            type=errors.RATE_LIMITED,
+            next_retry_delay=delay,
+        )
+    if status >= 500:
+        raise ApplicationError(f"server error {status}", details, type=errors.HTTP_SERVER_ERROR)
+    if status >= 400 and strict:
+        raise ApplicationError(
+            f"client error {status}", details, type=errors.HTTP_CLIENT_ERROR, non_retryable=True
+        )
+
+
+def _retry_after(value: str | None) -> timedelta | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return timedelta(seconds=int(value.strip()))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    seconds = (when - activity.info().current_attempt_scheduled_time).total_seconds()
+    return timedelta(seconds=max(seconds, 0))
+
+
+def _excerpt(body: Any) -> Any:
+    text = body if isinstance(body, str) else json.dumps(body, default=str)
+    return body if len(text) <= _BODY_EXCERPT else text[:_BODY_EXCERPT] + "…"
+
+
+def _redact_query(url: str) -> str:
+    """Query strings often carry tokens; logs keep only scheme, host and path."""
+    return url.split("?", 1)[0]

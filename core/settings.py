@@ -1,0 +1,69 @@
+"""Typed settings, read once from ``CONVEYOR_*`` environment variables and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AuthMode(StrEnum):
+    """Whether the API checks API keys."""
+
+    ON = "on"
+    OFF = "off"
+
+
+class Settings(BaseSettings):
+    """Everything Conveyor can be configured with; each field is ``CONVEYOR_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONVEYOR_", env_file=".env", env_nested_delimiter="__", extra="ignore"
+    )
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///.data/conveyor.db",
+        description="SQLAlchemy URL of the store: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+    )
+    temporal_address: str = Field(default="localhost:7233", description="Temporal frontend host:port")
+    temporal_namespace: str = Field(default="default", description="Temporal namespace")
+    task_queue: str = Field(
+        default="conveyor", description="Task queue of the interpreter and its activities"
+    )
+
+    auth: AuthMode = Field(
+        default=AuthMode.ON, description="API key checks; 'off' only for local development"
+    )
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None, description="An admin API key stored (hashed) at start, to create the first keys with"
+    )
+
+    api_host: str = Field(default="127.0.0.1", description="Address the API listens on")
+    api_port: int = Field(default=8000, description="Port the API listens on")
+    temporal_port: int = Field(default=7233, description="Port of the dev server started by `make run`")
+    temporal_ui_port: int = Field(
+        default=8233, description="Web UI port of the dev server started by `make run`"
+    )
+    data_dir: Path = Field(default=Path(".data"), description="Where `make run` keeps its files")
+    examples_dir: Path | None = Field(
+        default=None, description="Definitions in this folder are created and published when the API starts"
+    )
+    migrate_on_start: bool = Field(default=True, description="Apply database migrations when the API starts")
+
+    secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Values for {{ secrets.NAME }}, resolved inside activities only (CONVEYOR_SECRETS__NAME)",
+    )
+    http_timeout_s: float = Field(default=30.0, description="Default timeout of http_request and webhooks")
+    http_max_response_bytes: int = Field(default=5_000_000, description="Largest response body a step keeps")
+    max_request_bytes: int = Field(default=1_000_000, description="Largest request body the API accepts")
+    max_wait_s: float = Field(default=60.0, description="Longest `wait` a start request may ask for")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use."""
+    return Settings()

@@ -1,0 +1,58 @@
+"""Starts a Conveyor worker: the interpreter workflow and its activities on the main task queue.
+
+python worker.py                      # serve the main task queue
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import HttpActivities, NotificationActivities
+from core.settings import Settings, get_settings
+from core.temporal import connect
+from workflows.interpreter import DefinitionWorkflow
+
+
+@asynccontextmanager
+async def conveyor_worker(
+    client: Client, settings: Settings, *, task_queue: str | None = None
+) -> AsyncIterator[Worker]:
+    """A running worker for the interpreter and every step activity; stops when the block exits."""
+    async with httpx.AsyncClient(follow_redirects=True) as http:
+        worker = Worker(
+            client,
+            task_queue=task_queue or settings.task_queue,
+            workflows=[DefinitionWorkflow],
+            activities=[
+                HttpActivities(http, settings).http_request,
+                NotificationActivities(http, settings).notification,
+            ],
+        )
+        async with worker:
+            yield worker
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--task-queue", help="task queue to serve (default: CONVEYOR_TASK_QUEUE)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    client = await connect(settings)
+    async with conveyor_worker(client, settings, task_queue=args.task_queue) as worker:
+        logging.getLogger("conveyor.worker").info("serving task queue %s", worker.task_queue)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Deterministic code only: the definition model, expressions, states and the interpreter workflow."""

@@ -1,0 +1,315 @@
+"""The definition document as a tree of frozen models, and its validation with JSON paths.
+
+Pure code: the API validates documents with it and the interpreter parses its snapshot with it, so a
+document the API accepted is exactly the document the workflow runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Literal
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+
+from workflows import expressions
+from workflows.durations import parse_duration
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _seconds_or_template(value: Any) -> Any:
+    return value if expressions.is_template(value) else parse_duration(value)
+
+
+SecondsOrTemplate = Annotated[float | str, BeforeValidator(_seconds_or_template)]
+"""A duration, or a template rendered to one when the step runs."""
+StepId = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class RetrySpec(_Frozen):
+    """How an activity step is retried (Temporal RetryPolicy)."""
+
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    initial_interval: Seconds = 1.0
+    backoff: float = Field(default=2.0, ge=1.0, le=10.0)
+    max_interval: Seconds = 60.0
+    non_retryable: tuple[str, ...] = ()
+
+
+class Defaults(_Frozen):
+    """Settings every step inherits unless it sets its own."""
+
+    timeout: Seconds = 30.0
+    retry: RetrySpec = RetrySpec()
+
+
+class Limits(_Frozen):
+    """Bounds on a whole execution."""
+
+    timeout: Seconds | None = None
+    max_concurrent: int | None = Field(default=None, ge=1)
+    per_minute: int | None = Field(default=None, ge=1)
+
+
+def _on_error_kind(value: Any) -> str:
+    return "<fallback>" if isinstance(value, list) else "<mode>"
+
+
+OnError = Annotated[
+    Annotated[Literal["fail", "continue"], Tag("<mode>")] | Annotated[tuple["Step", ...], Tag("<fallback>")],
+    Discriminator(_on_error_kind),
+]
+
+
+class Case(_Frozen):
+    """One branch of a ``switch``: its steps run when ``when`` is true."""
+
+    when: str | bool
+    steps: tuple[Step, ...] = Field(min_length=1)
+
+
+class Step(_Frozen):
+    """One step. ``type`` picks what it does; ``with`` configures it; the rest is flow control."""
+
+    id: StepId
+    type: str
+    name: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    when: str | bool | None = None
+    depends_on: tuple[StepId, ...] | None = None
+    timeout: Seconds | None = None
+    retry: RetrySpec | None = None
+    optional: bool = False
+    on_error: OnError = "fail"
+    output: Any = None
+    cases: tuple[Case, ...] | None = None
+    default: tuple[Step, ...] | None = None
+
+    def children(self) -> Iterator[tuple[str, tuple[Step, ...]]]:
+        """Nested step lists with their path below this step."""
+        for i, case in enumerate(self.cases or ()):
+            yield f"cases[{i}].steps", case.steps
+        if self.default:
+            yield "default", self.default
+        if isinstance(self.on_error, tuple):
+            yield "on_error", self.on_error
+
+
+class Definition(_Frozen):
+    """A whole workflow definition as a user writes it."""
+
+    name: Slug
+    description: str | None = None
+    input: dict[str, Any] | None = Field(default=None, description="JSON Schema of the execution input")
+    vars: dict[str, Any] = Field(default_factory=dict)
+    defaults: Defaults = Defaults()
+    limits: Limits = Limits()
+    steps: tuple[Step, ...] = Field(min_length=1)
+    on_error: tuple[Step, ...] = ()
+    output: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _document_is_object(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ValueError("a definition is an object with at least 'name' and 'steps'")
+        return data
+
+    def all_steps(self) -> Iterator[tuple[str, Step]]:
+        """Every step, nested ones included, with its JSON path."""
+        yield from _walk(self.steps, "$.steps")
+        yield from _walk(self.on_error, "$.on_error")
+
+
+def _walk(steps: tuple[Step, ...], path: str) -> Iterator[tuple[str, Step]]:
+    for i, step in enumerate(steps):
+        here = f"{path}[{i}]"
+        yield here, step
+        for sub, children in step.children():
+            yield from _walk(children, f"{here}.{sub}")
+
+
+class Problem(BaseModel):
+    """One thing wrong with a document, at a JSON path."""
+
+    path: str
+    message: str
+
+
+class DefinitionInvalid(Exception):
+    """A document that is not a valid definition; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+def json_path(loc: tuple[int | str, ...]) -> str:
+    """``('steps', 2, 'with', 'url')`` as ``$.steps[2].with.url`` (union tags left out)."""
+    path = "$"
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not part.startswith("<") and "[" not in part and part not in {"str", "bool"}:
+            path += f".{part}"
+    return path
+
+
+def parse(document: Any) -> Definition:
+    """The definition in ``document``, or :class:`DefinitionInvalid` listing every problem."""
+    try:
+        definition = Definition.model_validate(document)
+    except ValidationError as exc:
+        raise DefinitionInvalid(
+            [Problem(path=json_path(tuple(e["loc"])), message=e["msg"]) for e in exc.errors()]
+        ) from None
+    problems = list(_semantic_problems(definition))
+    if problems:
+        raise DefinitionInvalid(problems)
+    return definition
+
+
+def content_hash(document: Mapping[str, Any]) -> str:
+    """Digest of a document's content, independent of key order and formatting."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _semantic_problems(definition: Definition) -> Iterator[Problem]:
+    from workflows.steps import STEP_TYPES, config_problems
+
+    steps = list(definition.all_steps())
+    ids: dict[str, str] = {}
+    for path, step in steps:
+        if step.id in ids:
+            yield Problem(
+                path=f"{path}.id", message=f"duplicate step id {step.id!r} (first at {ids[step.id]})"
+            )
+        else:
+            ids[step.id] = path
+    known = frozenset(ids)
+
+    yield from _block_problems(definition.steps, "$.steps")
+    yield from _block_problems(definition.on_error, "$.on_error")
+    for path, step in steps:
+        spec = STEP_TYPES.get(step.type)
+        if spec is None:
+            yield Problem(
+                path=f"{path}.type",
+                message=f"unknown step type {step.type!r}; known types: {', '.join(sorted(STEP_TYPES))}",
+            )
+            continue
+        for sub, children in step.children():
+            yield from _block_problems(children, f"{path}.{sub}")
+        for field in ("cases", "default"):
+            if getattr(step, field) is not None and field not in spec.structure:
+                yield Problem(path=f"{path}.{field}", message=f"a {step.type} step has no {field!r}")
+        for field in spec.structure:
+            if field in spec.required_structure and getattr(step, field) is None:
+                yield Problem(path=f"{path}.{field}", message=f"a {step.type} step needs {field!r}")
+        for sub, message in config_problems(step):
+            yield Problem(path=f"{path}.with{sub}", message=message)
+        yield from _template_problems(step, path, known)
+
+    yield from _template_problems_in(definition.output, "$.output", known)
+    if definition.input is not None:
+        try:
+            Draft202012Validator.check_schema(definition.input)
+        except SchemaError as exc:
+            where = json_path(("input", *exc.path))
+            yield Problem(path=where, message=f"not a valid JSON Schema: {exc.message}")
+
+
+def _block_problems(block: tuple[Step, ...], path: str) -> Iterator[Problem]:
+    """``depends_on`` must name steps of the same list, and the list must not loop."""
+    index = {step.id: i for i, step in enumerate(block)}
+    for i, step in enumerate(block):
+        for j, dep in enumerate(step.depends_on or ()):
+            if dep == step.id:
+                yield Problem(path=f"{path}[{i}].depends_on[{j}]", message="a step cannot depend on itself")
+            elif dep not in index:
+                yield Problem(
+                    path=f"{path}[{i}].depends_on[{j}]",
+                    message=f"depends_on names {dep!r}, which is not a step of this list",
+                )
+    cycle = find_cycle(block)
+    if cycle:
+        first = index[cycle[0]]
+        yield Problem(path=f"{path}[{first}].depends_on", message=f"steps form a cycle: {' -> '.join(cycle)}")
+
+
+def dependencies(block: tuple[Step, ...]) -> dict[str, tuple[str, ...]]:
+    """What each step of a list waits for: its ``depends_on``, else the step before it."""
+    deps: dict[str, tuple[str, ...]] = {}
+    for i, step in enumerate(block):
+        if step.depends_on is not None:
+            deps[step.id] = step.depends_on
+        else:
+            deps[step.id] = (block[i - 1].id,) if i else ()
+    return deps
+
+
+def find_cycle(block: tuple[Step, ...]) -> list[str] | None:
+    """A dependency cycle in a step list, as the ids along it, or None."""
+    deps = dependencies(block)
+    state: dict[str, int] = {}
+    trail: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        trail.append(node)
+        for dep in deps.get(node, ()):
+            if dep not in deps:
+                continue
+            if state.get(dep) == 1:
+                return [*trail[trail.index(dep) :], dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        trail.pop()
+        state[node] = 2
+        return None
+
+    for step_id in deps:
+        if step_id not in state and (found := visit(step_id)):
+            return found
+    return None
+
+
+def _template_problems(step: Step, path: str, known: frozenset[str]) -> Iterator[Problem]:
+    from workflows.steps import STEP_TYPES
+
+    roots = STEP_TYPES[step.type].extra_roots
+    yield from _template_problems_in(step.with_, f"{path}.with", known, roots)
+    yield from _template_problems_in(step.when, f"{path}.when", known, roots)
+    yield from _template_problems_in(step.output, f"{path}.output", known, roots | {"output"})
+    for i, case in enumerate(step.cases or ()):
+        yield from _template_problems_in(case.when, f"{path}.cases[{i}].when", known, roots)
+
+
+def _template_problems_in(
+    value: Any, path: str, known: frozenset[str], roots: frozenset[str] = frozenset()
+) -> Iterator[Problem]:
+    for where, source in expressions.templates_in(value, path):
+        for message in expressions.check_template(source, known, roots):
+            yield Problem(path=where, message=message)
+
+
+Case.model_rebuild()

@@ -1,0 +1,242 @@
+"""``{{ ... }}`` templates: Jinja2's sandbox, native values, deterministic and bounded.
+
+A string that is exactly one ``{{ expression }}`` yields the value itself (a number stays a number, a list a
+list); any other string with template syntax renders to text. Compiled templates are cached by their source,
+which is pure, so the interpreter compiles each template once per worker process rather than once per run.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterator, Mapping
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
+from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+MAX_RANGE = 10_000
+MAX_SEQUENCE = 1_000_000
+MAX_EXPONENT = 1_000
+
+ROOTS = frozenset(
+    {"input", "steps", "vars", "item", "index", "execution", "secrets", "output", "error", "true", "false"}
+)
+"""Names a template may start from (besides Jinja's own globals such as ``range``)."""
+
+_SINGLE = re.compile(r"\A\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\Z", re.DOTALL)
+_SECRET_PLACEHOLDER = re.compile(r"\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+class ExpressionError(Exception):
+    """A template that does not parse or fails when evaluated."""
+
+    def __init__(self, expression: str, reason: str) -> None:
+        super().__init__(f"{reason} in {expression!r}")
+        self.expression = expression
+        self.reason = reason
+
+
+class _Environment(SandboxedEnvironment):
+    """The sandbox plus bounds on work: no huge ranges, repeats or powers, and no randomness."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        if operator_ == "**":
+            if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+                raise SecurityError(f"exponent {right} is larger than {MAX_EXPONENT}")
+            return operator.pow(left, right)
+        if isinstance(left, str | list | tuple) and isinstance(right, int):
+            size = len(left) * right
+        elif isinstance(right, str | list | tuple) and isinstance(left, int):
+            size = len(right) * left
+        else:
+            size = 0
+        if size > MAX_SEQUENCE:
+            raise SecurityError(f"result of * would hold {size} items, more than {MAX_SEQUENCE}")
+        return operator.mul(left, right)
+
+
+def _bounded_range(*args: int) -> range:
+    values = range(*args)
+    if len(values) > MAX_RANGE:
+        raise SecurityError(f"range of {len(values)} items is larger than {MAX_RANGE}")
+    return values
+
+
+def _new_environment() -> _Environment:
+    env = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    # Determinism: workflow code must render the same way on replay, so nothing random.
+    env.filters.pop("random", None)
+    env.globals.pop("lipsum", None)
+    env.globals["range"] = _bounded_range
+    return env
+
+
+_ENV = _new_environment()
+
+
+class SecretRef:
+    """Stands for ``secrets.NAME`` while rendering in a workflow; renders back to its own placeholder.
+
+    Secrets are substituted only inside activities (:func:`resolve_secrets`), so histories carry the
+    placeholder and never the value.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        return "{{ secrets.%s }}" % self.name
+
+    __html__ = __str__
+
+
+class SecretPlaceholders:
+    """The ``secrets`` object of a workflow-side render context."""
+
+    def __getattr__(self, name: str) -> SecretRef:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return SecretRef(name)
+
+    def __getitem__(self, name: str) -> SecretRef:
+        return SecretRef(name)
+
+
+SECRETS = SecretPlaceholders()
+
+
+def is_template(value: object) -> bool:
+    """Whether ``value`` is text holding template syntax."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+@lru_cache(maxsize=4096)
+def _compile(source: str) -> Callable[[Mapping[str, Any]], Any]:
+    single = _SINGLE.match(source)
+    try:
+        if single:
+            expression = _ENV.compile_expression(single.group("expr"), undefined_to_none=False)
+            return lambda context: expression(**context)
+        template = _ENV.from_string(source)
+    except TemplateSyntaxError as exc:
+        raise ExpressionError(source, f"syntax error: {exc.message}") from None
+    return lambda context: template.render(**context)
+
+
+def render_text(source: str, context: Mapping[str, Any]) -> Any:
+    """Evaluate one template string against ``context``."""
+    evaluate = _compile(source)
+    try:
+        value = evaluate(context)
+    except ExpressionError:
+        raise
+    except (
+        TemplateError,
+        ArithmeticError,
+        TypeError,
+        ValueError,
+        KeyError,
+        IndexError,
+        AttributeError,
+    ) as exc:
+        raise ExpressionError(source, f"{type(exc).__name__}: {exc}") from None
+    return _plain(source, value)
+
+
+def render(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render every template inside ``value`` (strings, and lists and dicts of them) against ``context``."""
+    if isinstance(value, str):
+        return render_text(value, context) if is_template(value) else value
+    if isinstance(value, list):
+        return [render(v, context) for v in value]
+    if isinstance(value, dict):
+        return {k: render(v, context) for k, v in value.items()}
+    return value
+
+
+def _plain(source: str, value: Any) -> Any:
+    """Turn a Jinja result into JSON data, refusing anything that is not."""
+    if isinstance(value, Undefined):
+        raise ExpressionError(source, f"undefined value: {value._undefined_message}")
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, SecretRef):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(source, v) for k, v in value.items()}
+    if isinstance(value, list | tuple | range):
+        return [_plain(source, v) for v in value]
+    raise ExpressionError(source, f"the result is a {type(value).__name__}, not JSON data")
+
+
+def truthy(value: Any) -> bool:
+    """Truth of a rendered ``when``: Python truth, except that text 'false'/'no'/'0' is false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in {"", "false", "no", "0", "none", "null"}
+    return bool(value)
+
+
+def templates_in(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every template string inside ``value`` with its JSON path under ``path``."""
+    if isinstance(value, str):
+        if is_template(value):
+            yield path, value
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from templates_in(v, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from templates_in(v, f"{path}.{k}")
+
+
+def check_template(source: str, known_steps: frozenset[str], extra_roots: frozenset[str]) -> list[str]:
+    """Problems with one template found without running it: syntax, unknown names, unknown step ids."""
+    try:
+        _compile(source)
+        tree = _ENV.parse(source)
+    except ExpressionError as exc:
+        return [exc.reason]
+    except TemplateSyntaxError as exc:
+        return [f"syntax error: {exc.message}"]
+    problems: list[str] = []
+    allowed = ROOTS | extra_roots | frozenset(_ENV.globals)
+    for name in sorted(meta.find_undeclared_variables(tree) - allowed):
+        problems.append(
+            f"unknown name {name!r}; templates start from {', '.join(sorted(ROOTS - {'true', 'false'}))}"
+        )
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if isinstance(target, nodes.Name) and target.name == "steps":
+            step_id = node.attr if isinstance(node, nodes.Getattr) else _constant(node.arg)
+            if step_id is not None and step_id not in known_steps:
+                problems.append(f"steps.{step_id} names no step of this definition")
+    return problems
+
+
+def _constant(node: nodes.Node) -> str | None:
+    return node.value if isinstance(node, nodes.Const) and isinstance(node.value, str) else None
+
+
+def resolve_secrets(value: Any, secrets: Mapping[str, str]) -> Any:
+    """Replace ``{{ secrets.NAME }}`` placeholders left by a workflow render with the values (activities only)."""
+    if isinstance(value, str):
+        if "secrets." not in value:
+            return value
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in secrets:
+                raise ExpressionError(match.group(0), f"secret {name} is not configured")
+            return secrets[name]
+
+        return _SECRET_PLACEHOLDER.sub(substitute, value)
+    if isinstance(value, list):
+        return [resolve_secrets(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: resolve_secrets(v, secrets) for k, v in value.items()}
+    return value

@@ -1,0 +1,410 @@
+"""``DefinitionWorkflow``: one generic workflow that runs any definition snapshot.
+
+Flow rule: a step waits for the step before it in its list unless it names ``depends_on``; that gives
+sequences, parallel groups and DAGs. Workflow-side steps (transform, set, switch, delay, fail, succeed) run
+here; every side effect is an activity whose type is the step type and whose summary is the step id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import RetryState
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from core import names
+    from workflows import errors, expressions
+    from workflows.definition import Definition, RetrySpec, Step, dependencies, parse
+    from workflows.messages import (
+        ExecutionInput,
+        ExecutionSnapshot,
+        StepError,
+        StepOutcome,
+        StepRecord,
+        StepRequest,
+        Transition,
+    )
+    from workflows.states import ExecutionState, check_transition
+    from workflows.steps import (
+        STEP_TYPES,
+        DelayConfig,
+        FailConfig,
+        SucceedConfig,
+        TransformConfig,
+        parse_config,
+    )
+
+
+class StepFailed(Exception):
+    """A step failed for good (after its retries); carries the error the execution reports."""
+
+    def __init__(self, error: StepError) -> None:
+        super().__init__(f"{error.step}: {error.code}: {error.message}")
+        self.error = error
+
+
+class EndExecution(Exception):  # noqa: N818 - control flow, not an error
+    """A ``succeed`` step ended the execution early with ``output``."""
+
+    def __init__(self, output: Any) -> None:
+        super().__init__("execution ended by a succeed step")
+        self.output = output
+
+
+@workflow.defn(name=names.DEFINITION_WORKFLOW)
+class DefinitionWorkflow:
+    """Interprets one pinned definition snapshot."""
+
+    @workflow.init
+    def __init__(self, request: ExecutionInput) -> None:
+        self._request = request
+        self._definition: Definition = parse(request.definition)
+        self._state = ExecutionState.CREATED
+        self._transitions: list[Transition] = []
+        self._records: dict[str, StepRecord] = {
+            step.id: StepRecord(id=step.id, type=step.type) for _, step in self._definition.all_steps()
+        }
+        self._steps_view: dict[str, dict[str, Any]] = {}
+        self._vars: dict[str, Any] = dict(self._definition.vars)
+        self._running: list[str] = []
+        self._output: Any = None
+        self._error: StepError | None = None
+        self._closed_at: str | None = None
+        info = workflow.info()
+        self._execution = {
+            "id": info.workflow_id,
+            "run_id": info.run_id,
+            "definition": request.name,
+            "version": request.version,
+            "started_at": info.workflow_start_time.isoformat(),
+            "trigger": request.trigger,
+        }
+
+    @workflow.run
+    async def run(self, request: ExecutionInput) -> ExecutionSnapshot:
+        """Run every step, then the definition's ``on_error`` steps if the execution failed or was cancelled."""
+        started = workflow.info().workflow_start_time.isoformat()
+        self._move(ExecutionState.QUEUED, "started", at=started, actor=request.actor)
+        self._move(ExecutionState.PROCESSING, "picked up by a worker")
+        try:
+            await self._run_block(self._definition.steps)
+            self._output = self._final_output()
+        except EndExecution as end:
+            self._output = end.output
+        except StepFailed as failure:
+            self._error = failure.error
+            self._move(ExecutionState.FAILED, failure.error.message, step=failure.error.step)
+            await self._run_cleanup()
+            self._closed_at = self._now()
+            raise ApplicationError(
+                f"step {failure.error.step} failed: {failure.error.message}",
+                self.describe(),
+                type=failure.error.code,
+                non_retryable=True,
+            ) from None
+        except asyncio.CancelledError:
+            self._error = StepError(code=errors.CANCELLED, message="execution cancelled")
+            self._move(ExecutionState.CANCELLED, "cancellation requested")
+            await self._run_cleanup()
+            self._closed_at = self._now()
+            raise
+        self._move(ExecutionState.COMPLETED, "all steps finished")
+        self._closed_at = self._now()
+        return self.describe()
+
+    @workflow.query(name=names.QUERY_DESCRIBE)
+    def describe(self) -> ExecutionSnapshot:
+        """State, per-step status, output and error so far."""
+        return ExecutionSnapshot(
+            state=self._state.value,
+            definition=self._request.name,
+            version=self._request.version,
+            steps=list(self._records.values()),
+            current_step=self._running[-1] if self._running else None,
+            output=self._output,
+            error=self._error,
+            started_at=self._execution["started_at"],
+            closed_at=self._closed_at,
+        )
+
+    @workflow.query(name=names.QUERY_HISTORY)
+    def history(self) -> list[Transition]:
+        """Every state transition so far, oldest first."""
+        return list(self._transitions)
+
+    # -- flow ---------------------------------------------------------------------------------------------
+
+    async def _run_block(self, block: tuple[Step, ...]) -> None:
+        """Run a list of steps, each as soon as what it waits for is done; a failure cancels the rest."""
+        if len(block) == 1:
+            await self._run_step(block[0])
+            return
+        waits_for = dependencies(block)
+        done: dict[str, asyncio.Event] = {step.id: asyncio.Event() for step in block}
+
+        async def run_when_ready(step: Step) -> None:
+            for dep in waits_for[step.id]:
+                await done[dep].wait()
+            await self._run_step(step)
+            done[step.id].set()
+
+        tasks = [asyncio.create_task(run_when_ready(step)) for step in block]
+        try:
+            finished, pending = await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            failed = next((t for t in tasks if t in finished and t.exception() is not None), None)
+            if failed is not None:
+                raise failed.exception()  # type: ignore[misc]
+        finally:
+            pending_tasks = [t for t in tasks if not t.done()]
+            for task in pending_tasks:
+                task.cancel()
+            if pending_tasks:
+                await asyncio.gather(*pending_tasks, return_exceptions=True)
+
+    async def _run_step(self, step: Step) -> None:
+        record = self._records[step.id]
+        try:
+            if step.when is not None and not expressions.truthy(self._render(step, step.when, "when")):
+                self._finish(record, "skipped")
+                return
+        except StepFailed as failure:
+            self._finish(record, "failed", failure.error)
+            raise
+        record.status = "running"
+        record.started_at = self._now()
+        self._running.append(step.id)
+        try:
+            raw = await self._execute(step, record)
+            output = raw if step.output is None else self._render(step, step.output, "output", output=raw)
+            self._finish(record, "completed", output=output)
+        except StepFailed as failure:
+            await self._on_step_error(step, record, failure)
+        except asyncio.CancelledError:
+            self._finish(record, "cancelled")
+            raise
+        finally:
+            self._running.remove(step.id)
+
+    async def _on_step_error(self, step: Step, record: StepRecord, failure: StepFailed) -> None:
+        """Apply the step's ``optional`` / ``on_error`` to a failure, or let it fail the block."""
+        if isinstance(step.on_error, tuple):
+            self._finish(record, "failed", failure.error)
+            self._steps_view[step.id]["error"] = _error_view(failure.error)
+            await self._run_block(step.on_error)
+            last = step.on_error[-1].id
+            self._finish(record, "recovered", failure.error, output=self._steps_view[last].get("output"))
+        elif step.optional or step.on_error == "continue":
+            self._finish(record, "failed", failure.error)
+        else:
+            self._finish(record, "failed", failure.error)
+            raise failure
+
+    async def _execute(self, step: Step, record: StepRecord) -> Any:
+        spec = STEP_TYPES[step.type]
+        if spec.activity is not None:
+            return await self._run_activity(step, spec.activity, record)
+        match step.type:
+            case "transform":
+                return self._config(step, TransformConfig).value
+            case "set":
+                values = self._render(step, step.with_, "with")
+                self._vars.update(values)
+                return values
+            case "switch":
+                return await self._run_switch(step)
+            case "delay":
+                await self._run_delay(step)
+                return None
+            case "fail":
+                config = self._config(step, FailConfig)
+                raise StepFailed(StepError(code=config.error_code, message=config.message, step=step.id))
+            case "succeed":
+                raise EndExecution(self._config(step, SucceedConfig).output)
+        raise StepFailed(
+            StepError(code=errors.CONFIG_INVALID, message=f"no runner for {step.type}", step=step.id)
+        )
+
+    async def _run_switch(self, step: Step) -> dict[str, Any]:
+        for i, case in enumerate(step.cases or ()):
+            if expressions.truthy(self._render(step, case.when, f"cases[{i}].when")):
+                await self._run_block(case.steps)
+                return {"case": i}
+        if step.default:
+            await self._run_block(step.default)
+        return {"case": "default"}
+
+    async def _run_delay(self, step: Step) -> None:
+        config = self._config(step, DelayConfig)
+        if config.until is not None:
+            try:
+                until = datetime.fromisoformat(config.until)
+            except ValueError:
+                raise StepFailed(
+                    StepError(
+                        code=errors.CONFIG_INVALID,
+                        message=f"until: {config.until!r} is not ISO 8601",
+                        step=step.id,
+                    )
+                ) from None
+            seconds = (until - workflow.now()).total_seconds()
+        else:
+            seconds = float(config.duration or 0)
+        if seconds > 0:
+            await workflow.sleep(timedelta(seconds=seconds), summary=step.id)
+
+    async def _run_activity(self, step: Step, activity: str, record: StepRecord) -> Any:
+        config = self._render(step, step.with_, "with")
+        self._config(step, STEP_TYPES[step.type].config, config)
+        defaults = self._definition.defaults
+        retry = step.retry or defaults.retry
+        try:
+            outcome = await workflow.execute_activity(
+                activity,
+                StepRequest(execution_id=self._execution["id"], step_id=step.id, config=config),
+                result_type=StepOutcome,
+                start_to_close_timeout=timedelta(seconds=step.timeout or defaults.timeout),
+                retry_policy=_retry_policy(retry),
+                summary=step.id,
+            )
+        except ActivityError as exc:
+            exhausted = exc.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED
+            record.attempts = retry.max_attempts if exhausted else max(record.attempts, 1)
+            raise StepFailed(_activity_error(step.id, exc)) from None
+        record.attempts = outcome.attempt
+        return outcome.output
+
+    async def _run_cleanup(self) -> None:
+        """The definition's ``on_error`` steps; their own failures are recorded, never raised."""
+        if not self._definition.on_error:
+            return
+        try:
+            await self._run_block(self._definition.on_error)
+        except (StepFailed, EndExecution):
+            workflow.logger.warning("on_error steps failed", extra={"execution": self._execution["id"]})
+
+    # -- helpers -----------------------------------------------------------------------------------------
+
+    def _config(self, step: Step, model: Any, rendered: dict[str, Any] | None = None) -> Any:
+        values = self._render(step, step.with_, "with") if rendered is None else rendered
+        try:
+            return parse_config(model, values)
+        except ValueError as exc:
+            raise StepFailed(StepError(code=errors.CONFIG_INVALID, message=str(exc), step=step.id)) from None
+
+    def _render(self, step: Step, value: Any, where: str, **extra: Any) -> Any:
+        context: dict[str, Any] = {
+            "input": self._request.input,
+            "steps": self._steps_view,
+            "vars": self._vars,
+            "execution": self._execution,
+            "secrets": expressions.SECRETS,
+            "error": _error_view(self._error) if self._error else None,
+            **extra,
+        }
+        try:
+            return expressions.render(value, context)
+        except expressions.ExpressionError as exc:
+            raise StepFailed(
+                StepError(code=errors.EXPRESSION_FAILED, message=f"{where}: {exc}", step=step.id)
+            ) from None
+
+    def _finish(
+        self, record: StepRecord, status: str, error: StepError | None = None, output: Any = None
+    ) -> None:
+        record.status = status
+        record.error = error
+        if record.started_at is not None:
+            record.closed_at = self._now()
+        self._steps_view[record.id] = {
+            "status": status,
+            "output": output,
+            "error": _error_view(error) if error else None,
+        }
+
+    def _final_output(self) -> Any:
+        if self._definition.output is not None:
+            return expressions.render(
+                self._definition.output,
+                {
+                    "input": self._request.input,
+                    "steps": self._steps_view,
+                    "vars": self._vars,
+                    "execution": self._execution,
+                },
+            )
+        for step in reversed(self._definition.steps):
+            view = self._steps_view.get(step.id)
+            if view and view["status"] in {"completed", "recovered"}:
+                return view["output"]
+        return None
+
+    def _move(
+        self,
+        target: ExecutionState,
+        reason: str,
+        *,
+        at: str | None = None,
+        step: str | None = None,
+        actor: str | None = None,
+    ) -> None:
+        check_transition(self._state, target)
+        self._transitions.append(
+            Transition(
+                from_state=self._state.value,
+                to_state=target.value,
+                at=at or self._now(),
+                reason=reason,
+                step=step,
+                actor=actor,
+            )
+        )
+        self._state = target
+        if target is not ExecutionState.QUEUED:  # QUEUED is set by the client when it starts the run
+            workflow.upsert_search_attributes([names.SA_STATE.value_set(target.value)])
+
+    @staticmethod
+    def _now() -> str:
+        return workflow.now().isoformat()
+
+
+def _error_view(error: StepError) -> dict[str, Any]:
+    return {"code": error.code, "message": error.message, "step": error.step}
+
+
+def _retry_policy(spec: RetrySpec) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=spec.initial_interval),
+        backoff_coefficient=spec.backoff,
+        maximum_interval=timedelta(seconds=max(spec.max_interval, spec.initial_interval)),
+        maximum_attempts=spec.max_attempts,
+        non_retryable_error_types=[*errors.NON_RETRYABLE, *spec.non_retryable],
+    )
+
+
+def _activity_error(step_id: str, exc: ActivityError) -> StepError:
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        details: Mapping[str, Any] = (
+            cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+        )
+        return StepError(
+            code=cause.type or "ActivityError",
+            message=cause.message,
+            step=step_id,
+            details=dict(details) or None,
+        )
+    if isinstance(cause, TimeoutError):
+        return StepError(
+            code=errors.STEP_TIMEOUT,
+            message=f"timed out ({cause.type.name if cause.type else ''})",
+            step=step_id,
+        )
+    if isinstance(cause, CancelledError):
+        return StepError(code=errors.CANCELLED, message="activity cancelled", step=step_id)
+    return StepError(code="ActivityError", message=str(cause or exc), step=step_id)
