@@ -19,6 +19,7 @@ from activities import HttpActivities, NotificationActivities
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from workflows.interpreter import DefinitionWorkflow
+from workflows.sandbox import workflow_runner
 
 
 @asynccontextmanager
@@ -31,6 +32,7 @@ async def conveyor_worker(
             client,
             task_queue=task_queue or settings.task_queue,
             workflows=[DefinitionWorkflow],
+            workflow_runner=workflow_runner(),
             activities=[
                 HttpActivities(http, settings).http_request,
                 NotificationActivities(http, settings).notification,

@@ -179,12 +179,24 @@ def parse(document: Any) -> Definition:
         definition = Definition.model_validate(document)
     except ValidationError as exc:
         raise DefinitionInvalid(
-            [Problem(path=json_path(tuple(e["loc"])), message=e["msg"]) for e in exc.errors()]
+            [Problem(path=json_path(tuple(e["loc"])), message=e["msg"]) for e in _real_errors(exc)]
         ) from None
     problems = list(_semantic_problems(definition))
     if problems:
         raise DefinitionInvalid(problems)
     return definition
+
+
+def _real_errors(exc: ValidationError) -> list[Any]:
+    """Pydantic's errors minus a list's ``too_short`` that only counts items which failed themselves."""
+    errors = exc.errors()
+    below = [tuple(e["loc"]) for e in errors]
+    return [
+        e
+        for e in errors
+        if e["type"] != "too_short"
+        or not any(len(loc) > len(e["loc"]) and loc[: len(e["loc"])] == tuple(e["loc"]) for loc in below)
+    ]
 
 
 def content_hash(document: Mapping[str, Any]) -> str:
@@ -277,7 +289,7 @@ def find_cycle(block: tuple[Step, ...]) -> list[str] | None:
         state[node] = 1
         trail.append(node)
         for dep in deps.get(node, ()):
-            if dep not in deps:
+            if dep not in deps or dep == node:  # a self-dependency is reported on its own
                 continue
             if state.get(dep) == 1:
                 return [*trail[trail.index(dep) :], dep]

@@ -22,9 +22,10 @@ MAX_SEQUENCE = 1_000_000
 MAX_EXPONENT = 1_000
 
 ROOTS = frozenset(
-    {"input", "steps", "vars", "item", "index", "execution", "secrets", "output", "error", "true", "false"}
+    {"input", "steps", "vars", "item", "index", "execution", "secrets", "error", "true", "false"}
 )
-"""Names a template may start from (besides Jinja's own globals such as ``range``)."""
+"""Names a template may start from (besides Jinja's own globals such as ``range``); ``output`` is added
+only where it exists, in a step's own ``output`` reshaping."""
 
 _SINGLE = re.compile(r"\A\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\Z", re.DOTALL)
 _SECRET_PLACEHOLDER = re.compile(r"\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -90,7 +91,7 @@ class SecretRef:
         self.name = name
 
     def __str__(self) -> str:
-        return "{{ secrets.%s }}" % self.name
+        return f"{{{{ secrets.{self.name} }}}}"
 
     __html__ = __str__
 
@@ -223,7 +224,7 @@ def _constant(node: nodes.Node) -> str | None:
 
 
 def resolve_secrets(value: Any, secrets: Mapping[str, str]) -> Any:
-    """Replace ``{{ secrets.NAME }}`` placeholders left by a workflow render with the values (activities only)."""
+    """Replace ``{{ secrets.NAME }}`` placeholders with their values (in activities only)."""
     if isinstance(value, str):
         if "secrets." not in value:
             return value

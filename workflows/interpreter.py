@@ -127,6 +127,7 @@ class DefinitionWorkflow:
             version=self._request.version,
             steps=list(self._records.values()),
             current_step=self._running[-1] if self._running else None,
+            input=self._request.input,
             output=self._output,
             error=self._error,
             started_at=self._execution["started_at"],

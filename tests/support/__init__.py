@@ -1,0 +1,1 @@
+"""Test helpers: a real HTTP target server, workflow starters."""

@@ -1,0 +1,119 @@
+"""A real HTTP server on loopback that ``http_request`` and webhook steps call in tests.
+
+It stands in for external suppliers and partner APIs (the only thing the suite stubs): it echoes requests,
+answers any status, fails a set number of times before succeeding, sends Retry-After, and is slow on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+
+class Target:
+    """The server's app plus what it has seen, for assertions."""
+
+    def __init__(self) -> None:
+        self.app = FastAPI()
+        self.requests: list[dict[str, Any]] = []
+        self.counts: defaultdict[str, int] = defaultdict(int)
+        self.url = ""
+        self.token = "s3cr3t-token"
+        """The value the test settings give ``secrets.TARGET_TOKEN``."""
+        app = self.app
+
+        @app.api_route("/echo", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+        async def echo(request: Request) -> JSONResponse:
+            body = await request.body()
+            seen = {
+                "method": request.method,
+                "path": request.url.path,
+                "query": dict(request.query_params),
+                "headers": dict(request.headers),
+                "body": body.decode() if body else None,
+            }
+            self.requests.append(seen)
+            return JSONResponse(seen)
+
+        @app.api_route("/status/{code}", methods=["GET", "POST"])
+        async def status(code: int) -> Response:
+            self.counts[f"status/{code}"] += 1
+            return JSONResponse({"status": code}, status_code=code)
+
+        @app.get("/flaky/{key}/{failures}")
+        async def flaky(key: str, failures: int) -> Response:
+            """Answers 503 ``failures`` times for ``key``, then 200."""
+            self.counts[key] += 1
+            if self.counts[key] <= failures:
+                return JSONResponse({"attempt": self.counts[key]}, status_code=503)
+            return JSONResponse({"attempt": self.counts[key], "ok": True})
+
+        @app.get("/rate-limited/{key}/{retry_after}")
+        async def rate_limited(key: str, retry_after: int) -> Response:
+            """Answers 429 with Retry-After once for ``key``, then 200."""
+            self.counts[key] += 1
+            if self.counts[key] == 1:
+                return JSONResponse({}, status_code=429, headers={"Retry-After": str(retry_after)})
+            return JSONResponse({"attempt": self.counts[key]})
+
+        @app.get("/slow")
+        async def slow(seconds: float = 1.0) -> JSONResponse:
+            await asyncio.sleep(seconds)
+            return JSONResponse({"slept": seconds})
+
+        @app.get("/big")
+        async def big(size: int) -> Response:
+            return Response(b"x" * size, media_type="text/plain")
+
+        @app.get("/text")
+        async def text() -> Response:
+            return Response("plain words", media_type="text/plain")
+
+        @app.get("/private")
+        async def private(request: Request) -> Response:
+            """Answers 200 only to ``Authorization: Bearer <TARGET_TOKEN>``, without echoing the token."""
+            seen = request.headers.get("authorization")
+            self.requests.append({"path": "/private", "authorization": seen})
+            if seen != f"Bearer {self.token}":
+                return JSONResponse({"authorized": False}, status_code=401)
+            return JSONResponse({"authorized": True})
+
+        @app.post("/hook/{name}")
+        async def hook(name: str, request: Request) -> JSONResponse:
+            self.requests.append({"path": f"/hook/{name}", "json": await request.json()})
+            return JSONResponse({"ok": True})
+
+
+def free_port() -> int:
+    """A TCP port on loopback nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on loopback for the block; yields its base URL."""
+    port = port or free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
