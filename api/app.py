@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -68,23 +69,37 @@ async def _bootstrap(resources: Resources) -> None:
     settings = resources.settings
     async with resources.sessions() as session:
         if settings.bootstrap_admin_key is not None:
-            await create_key(session, name="bootstrap admin", role=Role.admin,
-                             key=settings.bootstrap_admin_key.get_secret_value())
+            await create_key(
+                session,
+                name="bootstrap admin",
+                role=Role.admin,
+                key=settings.bootstrap_admin_key.get_secret_value(),
+            )
         if settings.examples_dir is not None:
             await load_examples(session, settings.examples_dir)
 
 
 async def load_examples(session: AsyncSession, folder: Path) -> None:
     """Create and publish every ``*.yaml`` / ``*.json`` definition in ``folder``."""
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml"), *folder.glob("*.json")]):
+    for path, text in await asyncio.to_thread(_read_folder, folder):
         try:
-            document = yaml.safe_load(path.read_text())
+            document = yaml.safe_load(text)
             saved = await save_definition(session, document=document, publish=True)
         except DefinitionInvalid as exc:
             log.error("example %s is not a valid definition: %s", path.name, exc)
             continue
-        log.info("example %s: %s v%d%s", path.name, saved.definition.name, saved.version.version,
-                 "" if saved.created else " (unchanged)")
+        log.info(
+            "example %s: %s v%d%s",
+            path.name,
+            saved.definition.name,
+            saved.version.version,
+            "" if saved.created else " (unchanged)",
+        )
+
+
+def _read_folder(folder: Path) -> list[tuple[Path, str]]:
+    paths = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml"), *folder.glob("*.json")])
+    return [(path, path.read_text()) for path in paths]
 
 
 app = create_app()

@@ -1,4 +1,4 @@
-"""Every error leaves the API as ``{"error_code", "message", "details"}`` with its status; mapped here only."""
+"""Every error leaves the API as ``{"error_code", "message", "details"}`` with its status, mapped here."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ class ErrorBody(BaseModel):
     details: dict[str, Any] = {}
 
 
-def error_response(status: int, error_code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+def error_response(
+    status: int, error_code: str, message: str, details: dict[str, Any] | None = None
+) -> JSONResponse:
     """A JSON error answer in the API's one format."""
     return JSONResponse(
         status_code=status, content={"error_code": error_code, "message": message, "details": details or {}}
@@ -57,13 +59,19 @@ def install_error_handlers(app: FastAPI) -> None:
     async def definition_invalid(_request: Request, exc: DefinitionInvalid) -> JSONResponse:
         problems = [p.model_dump() for p in exc.problems]
         return error_response(
-            422, "DEFINITION_INVALID", f"the definition has {len(problems)} problem(s)", {"problems": problems}
+            422,
+            "DEFINITION_INVALID",
+            f"the definition has {len(problems)} problem(s)",
+            {"problems": problems},
         )
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {"path": json_path(tuple(str(p) if not isinstance(p, int) else p for p in e["loc"])), "message": e["msg"]}
+            {
+                "path": json_path(tuple(str(p) if not isinstance(p, int) else p for p in e["loc"])),
+                "message": e["msg"],
+            }
             for e in exc.errors()
         ]
         return error_response(422, "VALIDATION_ERROR", "the request is not valid", {"problems": problems})

@@ -39,7 +39,9 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-async def create_key(session: AsyncSession, *, name: str, role: Role, key: str | None = None) -> tuple[ApiKey, str]:
+async def create_key(
+    session: AsyncSession, *, name: str, role: Role, key: str | None = None
+) -> tuple[ApiKey, str]:
     """A new key; returns the row and the full key text, which is shown this once."""
     if key is not None:
         key_id, secret = _split(key)

@@ -24,7 +24,9 @@ class SaveResult:
     """False when the content equals the latest version, which is then returned unchanged."""
 
 
-async def save_definition(session: AsyncSession, *, document: dict[str, Any], publish: bool = False) -> SaveResult:
+async def save_definition(
+    session: AsyncSession, *, document: dict[str, Any], publish: bool = False
+) -> SaveResult:
     """Store ``document`` as a new version when its content changed; the first version is published at once.
 
     Raises ``DefinitionInvalid`` before anything is written when the document is not a valid definition.
@@ -34,15 +36,28 @@ async def save_definition(session: AsyncSession, *, document: dict[str, Any], pu
     digest = content_hash(document)
     for _ in range(3):  # a concurrent save of the same name takes the version number: recount and retry
         try:
-            return await _save_once(session, name=name, document=document, digest=digest, publish=publish,
-                                    description=definition_model.description)
+            return await _save_once(
+                session,
+                name=name,
+                document=document,
+                digest=digest,
+                publish=publish,
+                description=definition_model.description,
+            )
         except IntegrityError:
             await session.rollback()
     raise Conflict("DEFINITION_CONFLICT", f"definition {name} is being changed concurrently; try again")
 
 
-async def _save_once(session: AsyncSession, *, name: str, document: dict[str, Any], digest: str, publish: bool,
-                     description: str | None) -> SaveResult:
+async def _save_once(
+    session: AsyncSession,
+    *,
+    name: str,
+    document: dict[str, Any],
+    digest: str,
+    publish: bool,
+    description: str | None,
+) -> SaveResult:
     definition = await session.get(Definition, name)
     if definition is not None and definition.latest_version:
         latest = await get_version(session, name=name, version=definition.latest_version)
@@ -55,7 +70,9 @@ async def _save_once(session: AsyncSession, *, name: str, document: dict[str, An
         definition = Definition(name=name, description=description, created_at=now, updated_at=now)
         session.add(definition)
     number = definition.latest_version + 1
-    version = DefinitionVersion(name=name, version=number, document=document, content_hash=digest, created_at=now)
+    version = DefinitionVersion(
+        name=name, version=number, document=document, content_hash=digest, created_at=now
+    )
     session.add(version)
     definition.latest_version = number
     definition.description = description
@@ -86,11 +103,15 @@ async def get_definition(session: AsyncSession, *, name: str) -> Definition:
 
 async def get_version(session: AsyncSession, *, name: str, version: int) -> DefinitionVersion:
     """One version of a definition."""
-    query = select(DefinitionVersion).where(DefinitionVersion.name == name, DefinitionVersion.version == version)
+    query = select(DefinitionVersion).where(
+        DefinitionVersion.name == name, DefinitionVersion.version == version
+    )
     found = (await session.exec(query)).first()
     if found is None:
         raise NotFound(
-            "VERSION_NOT_FOUND", f"definition {name!r} has no version {version}", {"name": name, "version": version}
+            "VERSION_NOT_FOUND",
+            f"definition {name!r} has no version {version}",
+            {"name": name, "version": version},
         )
     return found
 
@@ -98,11 +119,17 @@ async def get_version(session: AsyncSession, *, name: str, version: int) -> Defi
 async def list_versions(session: AsyncSession, *, name: str) -> list[DefinitionVersion]:
     """Every version of a definition, oldest first."""
     await get_definition(session, name=name)
-    query = select(DefinitionVersion).where(DefinitionVersion.name == name).order_by(col(DefinitionVersion.version))
+    query = (
+        select(DefinitionVersion)
+        .where(DefinitionVersion.name == name)
+        .order_by(col(DefinitionVersion.version))
+    )
     return list((await session.exec(query)).all())
 
 
-async def runnable_version(session: AsyncSession, *, name: str, version: int | None = None) -> DefinitionVersion:
+async def runnable_version(
+    session: AsyncSession, *, name: str, version: int | None = None
+) -> DefinitionVersion:
     """The version an execution starts from: ``version`` if given, else the active one."""
     definition = await get_definition(session, name=name)
     if definition.archived:
@@ -115,7 +142,7 @@ async def runnable_version(session: AsyncSession, *, name: str, version: int | N
 
 
 async def publish_version(session: AsyncSession, *, name: str, version: int) -> Definition:
-    """Make ``version`` the active one in one statement; running executions keep the version they started on."""
+    """Make ``version`` the active one in one statement; running executions keep their version."""
     chosen = await get_version(session, name=name, version=version)
     now = utcnow()
     if chosen.published_at is None:

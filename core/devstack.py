@@ -50,11 +50,11 @@ class StartupFailed(Exception):
     """The stack could not come up; the message says why."""
 
 
-class StopRequested(Exception):  # noqa: N818 - control flow, not an error
+class StopRequested(Exception):
     """SIGINT or SIGTERM arrived."""
 
 
-class ChildExited(Exception):  # noqa: N818 - control flow, not an error
+class ChildExited(Exception):
     """A child exited while the stack was meant to be running."""
 
     def __init__(self, name: str, code: int) -> None:
@@ -112,6 +112,9 @@ class Child:
     name: str
     argv: list[str]
     env: Mapping[str, str]
+    quiet_when_stopping: tuple[str, ...] = ()
+    """Output lines containing any of these are dropped once the child is asked to stop."""
+    stopping: bool = False
     process: asyncio.subprocess.Process | None = None
     exited: asyncio.Task[int] | None = None
     pump: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -145,7 +148,9 @@ class Child:
                 raw = await reader.read(LINE_LIMIT)
             if not raw:
                 return
-            console.line(self.name, raw.decode(errors="replace").rstrip("\r\n"))
+            text = raw.decode(errors="replace").rstrip("\r\n")
+            if not (self.stopping and any(marker in text for marker in self.quiet_when_stopping)):
+                console.line(self.name, text)
 
     def send(self, sig: signal.Signals) -> None:
         """Signal the child's whole process group, so anything it spawned goes with it."""
@@ -157,6 +162,7 @@ class Child:
         """SIGTERM, then SIGKILL after ``grace`` seconds or as soon as ``force`` is set."""
         if self.exited is None or not self.running:
             return
+        self.stopping = True
         self.send(signal.SIGTERM)
         forced = asyncio.create_task(force.wait())
         try:
@@ -167,11 +173,10 @@ class Child:
             self.send(signal.SIGKILL)
         await self.exited
 
-    async def drain(self, timeout: float = 2.0) -> None:
+    async def drain(self) -> None:
         """Wait for the last of the child's output (a grandchild holding the pipe must not hang us)."""
         if self.pump is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.pump), timeout)
+            await asyncio.wait({self.pump}, timeout=2.0)
 
 
 class DevStack:
@@ -243,6 +248,8 @@ class DevStack:
                 *search_attribute_flags(),
             ],
             env,
+            # While it stops, the server's internal pollers warn about the connections it is closing.
+            quiet_when_stopping=("level=WARN",),
         )
         self._console.say(f"waiting for the Temporal frontend at {self._temporal_address}")
         await self._until(
@@ -264,15 +271,17 @@ class DevStack:
         self._console.say(f"waiting for the API at {self._api_url}/health")
         await self._until(self._api_ready(), API_READY_TIMEOUT_S, "the API", stop_requested)
 
-    async def _spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> None:
-        child = Child(name, argv, env)
+    async def _spawn(
+        self, name: str, argv: list[str], env: Mapping[str, str], quiet_when_stopping: tuple[str, ...] = ()
+    ) -> None:
+        child = Child(name, argv, env, quiet_when_stopping)
         self._children.append(child)
         await child.start(self._console)
 
     async def _until(
         self,
         ready: Awaitable[None] | None,
-        timeout: float | None,
+        within_s: float | None,
         what: str,
         stop_requested: asyncio.Task[Any],
     ) -> None:
@@ -282,7 +291,7 @@ class DevStack:
         probe = asyncio.ensure_future(ready) if ready is not None else None
         try:
             done, _ = await asyncio.wait(
-                watched | ({probe} if probe else set()), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                watched | ({probe} if probe else set()), timeout=within_s, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             if probe is not None and not probe.done():
@@ -297,7 +306,7 @@ class DevStack:
         if probe is not None and probe in done:
             probe.result()
             return
-        raise StartupFailed(f"{what} did not answer within {timeout:g}s")
+        raise StartupFailed(f"{what} did not answer within {within_s:g}s")
 
     async def _temporal_ready(self) -> None:
         # A gRPC health check, not just an open port: the worker connects once and gives up on failure.

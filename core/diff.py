@@ -8,8 +8,10 @@ from typing import Any
 import yaml
 
 
-def diff_documents(old: dict[str, Any], new: dict[str, Any], *, old_label: str, new_label: str) -> dict[str, Any]:
-    """Steps added, removed and changed (by id, top level and nested), other changed keys, and a unified diff."""
+def diff_documents(
+    old: dict[str, Any], new: dict[str, Any], *, old_label: str, new_label: str
+) -> dict[str, Any]:
+    """Steps added, removed and changed (by id, nested too), other changed keys, and a unified diff."""
     old_steps, new_steps = _steps_by_id(old), _steps_by_id(new)
     unified = difflib.unified_diff(
         _yaml(old).splitlines(keepends=True),
@@ -20,8 +22,12 @@ def diff_documents(old: dict[str, Any], new: dict[str, Any], *, old_label: str, 
     return {
         "steps_added": sorted(new_steps.keys() - old_steps.keys()),
         "steps_removed": sorted(old_steps.keys() - new_steps.keys()),
-        "steps_changed": sorted(k for k in old_steps.keys() & new_steps.keys() if old_steps[k] != new_steps[k]),
-        "fields_changed": sorted(k for k in old.keys() | new.keys() if k != "steps" and old.get(k) != new.get(k)),
+        "steps_changed": sorted(
+            k for k in old_steps.keys() & new_steps.keys() if old_steps[k] != new_steps[k]
+        ),
+        "fields_changed": sorted(
+            k for k in old.keys() | new.keys() if k != "steps" and old.get(k) != new.get(k)
+        ),
         "unified": "".join(unified),
     }
 

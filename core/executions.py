@@ -21,7 +21,12 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowQueryFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -80,7 +85,9 @@ async def start_execution(
     prepared = prepare_input(definition.input, input)
     workflow_id = f"{name}/{caller_id or uuid.uuid4()}"
 
-    record = ExecutionRecord(workflow_id=workflow_id, definition=name, version=chosen.version, trigger=trigger)
+    record = ExecutionRecord(
+        workflow_id=workflow_id, definition=name, version=chosen.version, trigger=trigger
+    )
     session.add(record)
     try:
         await session.commit()
@@ -89,20 +96,30 @@ async def start_execution(
         await session.rollback()
         existing = await session.get(ExecutionRecord, workflow_id)
         if existing is None:  # pragma: no cover - the row that conflicted was deleted in between
-            raise Conflict("EXECUTION_CONFLICT", f"execution {workflow_id} is being started; try again") from None
+            raise Conflict(
+                "EXECUTION_CONFLICT", f"execution {workflow_id} is being started; try again"
+            ) from None
         state = await _current_state(client, workflow_id)
-        return Started(workflow_id, existing.run_id, existing.definition, existing.version, state, created=False)
+        return Started(
+            workflow_id, existing.run_id, existing.definition, existing.version, state, created=False
+        )
 
     try:
         handle = await client.start_workflow(
             names.DEFINITION_WORKFLOW,
             ExecutionInput(
-                definition=chosen.document, name=name, version=chosen.version, input=prepared,
-                trigger=trigger, actor=actor,
+                definition=chosen.document,
+                name=name,
+                version=chosen.version,
+                input=prepared,
+                trigger=trigger,
+                actor=actor,
             ),
             id=workflow_id,
             task_queue=task_queue,
-            execution_timeout=timedelta(seconds=definition.limits.timeout) if definition.limits.timeout else None,
+            execution_timeout=timedelta(seconds=definition.limits.timeout)
+            if definition.limits.timeout
+            else None,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(
@@ -123,7 +140,9 @@ async def start_execution(
     record.run_id = handle.result_run_id
     session.add(record)
     await session.commit()
-    return Started(workflow_id, handle.result_run_id, name, chosen.version, ExecutionState.QUEUED.value, created=True)
+    return Started(
+        workflow_id, handle.result_run_id, name, chosen.version, ExecutionState.QUEUED.value, created=True
+    )
 
 
 async def wait_for_result(client: Client, started: Started, seconds: float) -> Started:
@@ -151,7 +170,8 @@ async def describe_execution(client: Client, execution_id: str) -> dict[str, Any
     return {
         "execution_id": execution_id,
         "run_id": description.run_id,
-        "definition": snapshot.get("definition") or description.typed_search_attributes.get(names.SA_DEFINITION),
+        "definition": snapshot.get("definition")
+        or description.typed_search_attributes.get(names.SA_DEFINITION),
         "version": snapshot.get("version") or description.typed_search_attributes.get(names.SA_VERSION),
         "state": state,
         "temporal_status": description.status.name if description.status else None,
@@ -178,7 +198,9 @@ async def execution_history(client: Client, execution_id: str) -> list[dict[str,
     return list(transitions)
 
 
-async def cancel_execution(client: Client, execution_id: str, *, terminate: bool = False, reason: str = "") -> str:
+async def cancel_execution(
+    client: Client, execution_id: str, *, terminate: bool = False, reason: str = ""
+) -> str:
     """Request cancellation (cleanup steps run) or terminate (nothing more runs) a running execution."""
     handle = client.get_workflow_handle(execution_id)
     description = await _describe(handle)
@@ -220,9 +242,11 @@ async def list_executions(
     token: bytes | None = None
     if page_token:
         try:
-            token = base64.urlsafe_b64decode(page_token.encode())
+            token = base64.b64decode(page_token.encode(), altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
-            raise BadRequest("INVALID_PAGE_TOKEN", "page_token is not one this API issued", {"field": "page_token"}) from None
+            raise BadRequest(
+                "INVALID_PAGE_TOKEN", "page_token is not one this API issued", {"field": "page_token"}
+            ) from None
     iterator = client.list_workflows(" AND ".join(clauses), page_size=limit, next_page_token=token)
     try:
         await iterator.fetch_next_page(page_size=limit)
@@ -260,7 +284,9 @@ async def _describe(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescri
         return await handle.describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            raise NotFound("EXECUTION_NOT_FOUND", f"no execution {handle.id}", {"execution_id": handle.id}) from None
+            raise NotFound(
+                "EXECUTION_NOT_FOUND", f"no execution {handle.id}", {"execution_id": handle.id}
+            ) from None
         raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
 
 
@@ -286,11 +312,17 @@ async def _closed_snapshot(handle: WorkflowHandle[Any, ExecutionSnapshot]) -> di
         cause = exc.cause
         if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
             return dict(cause.details[0])
-        state = ExecutionState.CANCELLED if isinstance(cause, CancelledError | TerminatedError) else ExecutionState.FAILED
+        state = (
+            ExecutionState.CANCELLED
+            if isinstance(cause, CancelledError | TerminatedError)
+            else ExecutionState.FAILED
+        )
         return {"state": state.value, "error": {"code": type(cause).__name__, "message": str(cause)}}
 
 
-async def _snapshot(handle: WorkflowHandle[Any, ExecutionSnapshot], description: WorkflowExecutionDescription) -> dict[str, Any]:
+async def _snapshot(
+    handle: WorkflowHandle[Any, ExecutionSnapshot], description: WorkflowExecutionDescription
+) -> dict[str, Any]:
     status = description.status
     if status in {WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED}:
         return await _closed_snapshot(handle)

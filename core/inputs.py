@@ -12,13 +12,15 @@ from workflows.definition import json_path
 
 
 def prepare_input(schema: dict[str, Any] | None, value: dict[str, Any]) -> dict[str, Any]:
-    """``value`` with the schema's property defaults filled in; raises ``Unprocessable`` listing each problem."""
+    """``value`` with the schema's defaults filled in; raises ``Unprocessable`` listing each problem."""
     if schema is None:
         return value
     filled = _with_defaults(schema, deepcopy(value))
     problems = [
         {"path": json_path(("input", *error.absolute_path)), "message": error.message}
-        for error in sorted(Draft202012Validator(schema).iter_errors(filled), key=lambda e: list(e.absolute_path))
+        for error in sorted(
+            Draft202012Validator(schema).iter_errors(filled), key=lambda e: list(e.absolute_path)
+        )
     ]
     if problems:
         raise Unprocessable(

@@ -15,10 +15,10 @@ def utcnow() -> datetime:
 
 
 def _timestamp(*, nullable: bool = False) -> Any:
-    return Field(
-        default_factory=utcnow if not nullable else None,
-        sa_column=Column(DateTime(timezone=True), nullable=nullable),
-    )
+    column = Column(DateTime(timezone=True), nullable=nullable)
+    if nullable:
+        return Field(default=None, sa_column=column)
+    return Field(default_factory=utcnow, sa_column=column)
 
 
 class Definition(SQLModel, table=True):

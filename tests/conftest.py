@@ -76,45 +76,34 @@ async def target() -> AsyncIterator[Target]:
         yield server
 
 
-@pytest.fixture(scope="session")
-async def postgres_url() -> AsyncIterator[str]:
-    """A fresh database on the PostgreSQL server at 127.0.0.1:5432, dropped after the session."""
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The store on SQLite (a fresh file) and on PostgreSQL at 127.0.0.1:5432 (a fresh database)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/conveyor.db"
+        return
     import asyncpg
 
     name = f"conveyor_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+    admin = await asyncpg.connect(PG_ADMIN)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+    admin = await asyncpg.connect(PG_ADMIN)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The store on SQLite (a fresh file) and on PostgreSQL (fresh tables), one test run each."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/conveyor.db"
-        return
-    url: str = request.getfixturevalue("postgres_url")
-    yield url
-    from sqlalchemy import text
-
-    from core.db import create_engine
-
-    engine = create_engine(url)
-    async with engine.begin() as connection:
-        await connection.execute(text("DROP SCHEMA public CASCADE"))
-        await connection.execute(text("CREATE SCHEMA public"))
-    await engine.dispose()
-
-
-def api_settings(temporal_env: WorkflowEnvironment, task_queue: str, database_url: str, **overrides: object) -> Settings:
+def api_settings(
+    temporal_env: WorkflowEnvironment, task_queue: str, database_url: str, **overrides: object
+) -> Settings:
     """Settings for an API under test: this session's Temporal, this test's queue and database."""
     values: dict[str, object] = {
         "temporal_address": temporal_env.client.service_client.config.target_host,

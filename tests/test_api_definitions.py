@@ -15,14 +15,28 @@ HELLO = {
 async def test_create_version_publish_and_diff(api: httpx.AsyncClient) -> None:
     created = await api.post("/api/v1/definitions", json=HELLO)
     assert created.status_code == 201, created.text
-    assert created.json() == {"name": "hello", "version": 1, "status": "published", "created": True, "active_version": 1}
+    assert created.json() == {
+        "name": "hello",
+        "version": 1,
+        "status": "published",
+        "created": True,
+        "active_version": 1,
+    }
 
     same = await api.post("/api/v1/definitions", json=HELLO)
     assert same.status_code == 200
     assert same.json()["version"] == 1 and same.json()["created"] is False
 
-    changed = {**HELLO, "steps": [*HELLO["steps"], {"id": "shout", "type": "transform", "with": {"value": "{{ steps.greet.output | upper }}"}}]}
-    v2 = await api.post("/api/v1/definitions", content=yaml.safe_dump(changed), headers={"content-type": "application/yaml"})
+    changed = {
+        **HELLO,
+        "steps": [
+            *HELLO["steps"],
+            {"id": "shout", "type": "transform", "with": {"value": "{{ steps.greet.output | upper }}"}},
+        ],
+    }
+    v2 = await api.post(
+        "/api/v1/definitions", content=yaml.safe_dump(changed), headers={"content-type": "application/yaml"}
+    )
     assert v2.status_code == 201, v2.text
     assert v2.json()["version"] == 2 and v2.json()["status"] == "draft" and v2.json()["active_version"] == 1
 
@@ -35,7 +49,12 @@ async def test_create_version_publish_and_diff(api: httpx.AsyncClient) -> None:
     assert [(v["version"], v["active"]) for v in versions] == [(1, False), (2, True)]
 
     diff = (await api.get("/api/v1/definitions/hello/versions/1/diff/2")).json()
-    assert diff["steps_added"] == ["shout"] and diff["steps_removed"] == [] and "+- id: shout" in diff["unified"] and "-name" not in diff["unified"]
+    assert (
+        diff["steps_added"] == ["shout"]
+        and diff["steps_removed"] == []
+        and "+- id: shout" in diff["unified"]
+        and "-name" not in diff["unified"]
+    )
 
     graph = await api.get("/api/v1/definitions/hello/graph?format=mermaid")
     assert graph.status_code == 200 and graph.text.startswith("flowchart TD")
@@ -50,7 +69,12 @@ async def test_invalid_definition_is_422_with_paths_and_stores_nothing(api: http
         "name": "broken",
         "steps": [
             {"id": "a", "type": "nope"},
-            {"id": "a", "type": "transform", "with": {"value": "{{ steps.zz.output"}, "depends_on": ["ghost"]},
+            {
+                "id": "a",
+                "type": "transform",
+                "with": {"value": "{{ steps.zz.output"},
+                "depends_on": ["ghost"],
+            },
             {"id": "c", "type": "delay", "with": {"duration": "soon"}},
         ],
     }
@@ -59,25 +83,40 @@ async def test_invalid_definition_is_422_with_paths_and_stores_nothing(api: http
     body = answer.json()
     assert body["error_code"] == "DEFINITION_INVALID"
     paths = {p["path"] for p in body["details"]["problems"]}
-    assert {"$.steps[0].type", "$.steps[1].id", "$.steps[1].depends_on[0]", "$.steps[1].with.value", "$.steps[2].with.duration"} <= paths
+    assert {
+        "$.steps[0].type",
+        "$.steps[1].id",
+        "$.steps[1].depends_on[0]",
+        "$.steps[1].with.value",
+        "$.steps[2].with.duration",
+    } <= paths
     assert (await api.get("/api/v1/definitions/broken")).status_code == 404
     assert (await api.get("/api/v1/definitions")).json() == []
 
     report = (await api.post("/api/v1/definitions/validate", json=bad)).json()
     assert report["valid"] is False and len(report["problems"]) == len(body["details"]["problems"])
-    assert (await api.post("/api/v1/definitions/validate", json=HELLO)).json() == {"valid": True, "problems": []}
+    assert (await api.post("/api/v1/definitions/validate", json=HELLO)).json() == {
+        "valid": True,
+        "problems": [],
+    }
 
 
 async def test_bad_bodies_are_clear_4xx(api: httpx.AsyncClient) -> None:
-    not_json = await api.post("/api/v1/definitions", content=b"{nope", headers={"content-type": "application/json"})
+    not_json = await api.post(
+        "/api/v1/definitions", content=b"{nope", headers={"content-type": "application/json"}
+    )
     assert not_json.status_code == 400 and not_json.json()["error_code"] == "INVALID_JSON"
-    not_yaml = await api.post("/api/v1/definitions", content=b"a: [", headers={"content-type": "application/yaml"})
+    not_yaml = await api.post(
+        "/api/v1/definitions", content=b"a: [", headers={"content-type": "application/yaml"}
+    )
     assert not_yaml.status_code == 400 and not_yaml.json()["error_code"] == "INVALID_YAML"
     a_list = await api.post("/api/v1/definitions", json=[1, 2])
     assert a_list.status_code == 400 and a_list.json()["error_code"] == "INVALID_DOCUMENT"
     wrong_type = await api.post("/api/v1/definitions", content=b"x", headers={"content-type": "text/csv"})
     assert wrong_type.status_code == 415
-    huge = await api.post("/api/v1/definitions", content=b"x" * 2_000_000, headers={"content-type": "application/json"})
+    huge = await api.post(
+        "/api/v1/definitions", content=b"x" * 2_000_000, headers={"content-type": "application/json"}
+    )
     assert huge.status_code == 413 and huge.json()["error_code"] == "PAYLOAD_TOO_LARGE"
     missing = await api.get("/api/v1/definitions/nothing/versions/3")
     assert missing.status_code == 404

@@ -64,7 +64,11 @@ def test_a_complete_document_parses() -> None:
                     "timeout": "1m",
                     "retry": {"max_attempts": 2, "initial_interval": 1, "max_interval": "30s"},
                 },
-                {"id": "count", "type": "transform", "with": {"value": "{{ steps.fetch.output.body | length }}"}},
+                {
+                    "id": "count",
+                    "type": "transform",
+                    "with": {"value": "{{ steps.fetch.output.body | length }}"},
+                },
                 {"id": "side", "type": "delay", "depends_on": [], "with": {"duration": "1h30m"}},
                 {
                     "id": "route",
@@ -83,7 +87,11 @@ def test_a_complete_document_parses() -> None:
                 },
             ],
             "on_error": [
-                {"id": "alert", "type": "notification", "with": {"channel": "webhook", "url": "{{ secrets.URL }}"}}
+                {
+                    "id": "alert",
+                    "type": "notification",
+                    "with": {"channel": "webhook", "url": "{{ secrets.URL }}"},
+                }
             ],
             "output": {"count": "{{ steps.count.output }}"},
         }
@@ -109,7 +117,9 @@ def test_a_complete_document_parses() -> None:
 
 
 def test_api_call_alias_and_lowercase_method_are_accepted() -> None:
-    definition = parse(doc(step("c", "api_call", with_={"method": "post", "url": "http://x.test", "body": {}})))
+    definition = parse(
+        doc(step("c", "api_call", with_={"method": "post", "url": "http://x.test", "body": {}}))
+    )
     assert definition.steps[0].type == "api_call"
 
 
@@ -263,7 +273,9 @@ def test_http_request_without_url() -> None:
 
 
 def test_http_request_with_an_unknown_key() -> None:
-    [(path, message)] = problems(doc(step("call", "http_request", with_={"url": "http://x.test", "verb": "GET"})))
+    [(path, message)] = problems(
+        doc(step("call", "http_request", with_={"url": "http://x.test", "verb": "GET"}))
+    )
     assert path == "$.steps[0].with.verb"
     assert "not permitted" in message
 
@@ -275,7 +287,11 @@ def test_http_request_with_a_bad_method_and_incomplete_auth() -> None:
                 step(
                     "call",
                     "api_call",
-                    with_={"url": "http://x.test", "method": "FETCH", "auth": {"type": "basic", "username": "u"}},
+                    with_={
+                        "url": "http://x.test",
+                        "method": "FETCH",
+                        "auth": {"type": "basic", "username": "u"},
+                    },
                 )
             )
         )

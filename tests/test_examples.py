@@ -55,18 +55,19 @@ async def test_hello(client: Client, worker: Worker) -> None:
 
 
 @pytest.mark.parametrize(
-    ("order", "route", "approver", "sla_hours"),
+    ("order", "decision"),
     [
-        ({"order_id": "A-1", "total": 120}, "auto", "system", 0),
-        ({"order_id": "A-2", "total": 2500}, "manager", "line-manager", 24),
-        ({"order_id": "A-3", "total": 2500, "customer_tier": "gold"}, "auto", "system", 0),
-        ({"order_id": "A-4", "total": 10000, "customer_tier": "gold"}, "finance", "finance-team", 48),
+        ({"order_id": "A-1", "total": 120}, ("auto", "system", 0)),
+        ({"order_id": "A-2", "total": 2500}, ("manager", "line-manager", 24)),
+        ({"order_id": "A-3", "total": 2500, "customer_tier": "gold"}, ("auto", "system", 0)),
+        ({"order_id": "A-4", "total": 10000, "customer_tier": "gold"}, ("finance", "finance-team", 48)),
     ],
     ids=["small", "manager", "gold-skips-manager", "finance"],
 )
 async def test_order_approval_routing(
-    client: Client, worker: Worker, order: dict[str, Any], route: str, approver: str, sla_hours: int
+    client: Client, worker: Worker, order: dict[str, Any], decision: tuple[str, str, int]
 ) -> None:
+    route, approver, sla_hours = decision
     handle = await start(client, worker.task_queue, load("order-approval-routing"), order)
     result = await handle.result()
     assert result.state == "COMPLETED"
@@ -77,9 +78,9 @@ async def test_order_approval_routing(
         "sla_hours": sla_hours,
         "auto_approved": route == "auto",
     }
-    branches = {"finance_review", "manager_review", "auto_approve"}
-    taken = {s.id for s in result.steps if s.id in branches and s.status == "completed"}
-    assert taken == {{"finance": "finance_review", "manager": "manager_review", "auto": "auto_approve"}[route]}
+    branch_step = {"finance": "finance_review", "manager": "manager_review", "auto": "auto_approve"}
+    taken = {s.id for s in result.steps if s.id in branch_step.values() and s.status == "completed"}
+    assert taken == {branch_step[route]}
 
 
 async def test_nightly_report(client: Client, worker: Worker) -> None:

@@ -61,7 +61,9 @@ def test_sandbox_escape_is_refused(source: str) -> None:
     assert "unsafe" in caught.value.reason
 
 
-@pytest.mark.parametrize("source", ["{{ nope }}", "{{ input.missing }}", "x {{ input.missing }} y", "{{ items[5] }}"])
+@pytest.mark.parametrize(
+    "source", ["{{ nope }}", "{{ input.missing }}", "x {{ input.missing }} y", "{{ items[5] }}"]
+)
 def test_undefined_names_fail(source: str) -> None:
     with pytest.raises(ExpressionError) as caught:
         render_text(source, CONTEXT)
@@ -88,9 +90,9 @@ def test_a_result_that_is_not_json_data_is_refused() -> None:
 
 
 def test_range_is_bounded() -> None:
-    assert len(render_text("{{ range(expressions_max) | list }}", {"expressions_max": expressions.MAX_RANGE})) == (
-        expressions.MAX_RANGE
-    )
+    assert len(
+        render_text("{{ range(expressions_max) | list }}", {"expressions_max": expressions.MAX_RANGE})
+    ) == (expressions.MAX_RANGE)
     with pytest.raises(ExpressionError, match="larger than"):
         render_text("{{ range(100000000) | list }}", CONTEXT)
 
@@ -169,7 +171,9 @@ def test_parse_duration(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "30", "soon", "5 minutes", "1y", "-5s", -1, True, None, [], math.nan, math.inf])
+@pytest.mark.parametrize(
+    "text", ["", "30", "soon", "5 minutes", "1y", "-5s", -1, True, None, [], math.nan, math.inf]
+)
 def test_parse_duration_refuses(text: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)

@@ -11,7 +11,7 @@ from temporalio.exceptions import CancelledError
 from temporalio.worker import Worker
 
 from core import names
-from tests.support.outcome import completes, failure_of, fails, statuses
+from tests.support.outcome import completes, fails, failure_of, statuses
 from tests.support.run import start
 from tests.support.target import Target
 from workflows.messages import ExecutionSnapshot
@@ -43,7 +43,9 @@ async def test_steps_run_in_sequence_and_see_earlier_outputs(client: Client, wor
         definition(
             value("a", "{{ input.n + 1 }}"),
             value("b", "{{ steps.a.output * 10 }}"),
-            value("c", {"a": "{{ steps.a.output }}", "b": "{{ steps.b.output }}", "sa": "{{ steps.a.status }}"}),
+            value(
+                "c", {"a": "{{ steps.a.output }}", "b": "{{ steps.b.output }}", "sa": "{{ steps.a.status }}"}
+            ),
         ),
         {"n": 1},
     )
@@ -108,15 +110,27 @@ async def test_a_failing_branch_cancels_a_running_delay_and_fails_the_execution(
         ),
     )
     assert failure.type == "FAILED_BY_DEFINITION"
-    assert failure.statuses() == {"nap": "cancelled", "warmup": "completed", "boom": "failed", "after": "pending"}
+    assert failure.statuses() == {
+        "nap": "cancelled",
+        "warmup": "completed",
+        "boom": "failed",
+        "after": "pending",
+    }
 
 
-async def test_a_failing_branch_cancels_a_running_activity(client: Client, worker: Worker, target: Target) -> None:
+async def test_a_failing_branch_cancels_a_running_activity(
+    client: Client, worker: Worker, target: Target
+) -> None:
     failure = await fails(
         client,
         worker.task_queue,
         definition(
-            {"id": "slow", "type": "http_request", "depends_on": [], "with": {"url": f"{target.url}/slow?seconds=5"}},
+            {
+                "id": "slow",
+                "type": "http_request",
+                "depends_on": [],
+                "with": {"url": f"{target.url}/slow?seconds=5"},
+            },
             {
                 "id": "broken",
                 "type": "http_request",
@@ -180,7 +194,12 @@ async def test_fallback_steps_recover_a_failed_step(client: Client, worker: Work
         ),
     )
     assert result.output == ["recovered", {"from": "cache", "because": "HttpClientError"}]
-    assert statuses(result) == {"fetch": "recovered", "note": "completed", "cached": "completed", "use": "completed"}
+    assert statuses(result) == {
+        "fetch": "recovered",
+        "note": "completed",
+        "cached": "completed",
+        "use": "completed",
+    }
     fetch = next(r for r in result.steps if r.id == "fetch")
     assert fetch.error is not None and fetch.error.code == "HttpClientError"
 
@@ -249,7 +268,10 @@ async def test_set_and_vars(client: Client, worker: Worker) -> None:
         definition(
             {"id": "remember", "type": "set", "with": {"total": "{{ vars.base + input.n }}", "label": "x"}},
             {"id": "again", "type": "set", "with": {"total": "{{ vars.total * 2 }}"}},
-            value("use", {"total": "{{ vars.total }}", "label": "{{ vars.label }}", "set": "{{ steps.again.output }}"}),
+            value(
+                "use",
+                {"total": "{{ vars.total }}", "label": "{{ vars.label }}", "set": "{{ steps.again.output }}"},
+            ),
             vars={"base": 10},
         ),
         {"n": 5},
@@ -280,7 +302,10 @@ async def test_switch_runs_the_first_true_case_or_the_default(
         worker.task_queue,
         definition(
             switch(("{{ input.n < 10 }}", "small"), ("{{ input.n < 100 }}", "medium"), default="large"),
-            value("after", {"case": "{{ steps.route.output.case }}", "chosen": f"{{{{ steps.{chosen}.output }}}}"}),
+            value(
+                "after",
+                {"case": "{{ steps.route.output.case }}", "chosen": f"{{{{ steps.{chosen}.output }}}}"},
+            ),
         ),
         {"n": n},
     )
@@ -301,7 +326,11 @@ async def test_fail_ends_the_execution_with_its_code_and_message(client: Client,
         worker.task_queue,
         definition(
             value("before", 1),
-            {"id": "stop", "type": "fail", "with": {"error_code": "OUT_OF_STOCK", "message": "sku {{ input.sku }}"}},
+            {
+                "id": "stop",
+                "type": "fail",
+                "with": {"error_code": "OUT_OF_STOCK", "message": "sku {{ input.sku }}"},
+            },
             value("after", 2),
         ),
         {"sku": "A-1"},
@@ -348,7 +377,9 @@ async def test_succeed_inside_a_switch_ends_the_execution(client: Client, worker
             {
                 "id": "route",
                 "type": "switch",
-                "cases": [{"when": True, "steps": [{"id": "done", "type": "succeed", "with": {"output": "early"}}]}],
+                "cases": [
+                    {"when": True, "steps": [{"id": "done", "type": "succeed", "with": {"output": "early"}}]}
+                ],
             },
             {"id": "never", "type": "fail"},
         ),
@@ -406,12 +437,19 @@ async def test_definition_on_error_steps_run_when_the_execution_fails(
         ),
     )
     assert failure.type == "BROKEN"
-    assert failure.statuses() == {"a": "completed", "stop": "failed", "alert": "completed", "tidy": "completed"}
+    assert failure.statuses() == {
+        "a": "completed",
+        "stop": "failed",
+        "alert": "completed",
+        "tidy": "completed",
+    }
     [hook] = [r for r in target.requests if r["path"] == f"/hook/{key}"]
     assert hook["json"] == {"error": {"code": "BROKEN", "message": "it broke", "step": "stop"}, "a": 1}
 
 
-async def test_a_failing_on_error_step_does_not_hide_the_original_failure(client: Client, worker: Worker) -> None:
+async def test_a_failing_on_error_step_does_not_hide_the_original_failure(
+    client: Client, worker: Worker
+) -> None:
     failure = await fails(
         client,
         worker.task_queue,
@@ -462,7 +500,9 @@ async def test_an_expression_error_in_the_definition_output_fails_the_execution(
     assert "output" in failure.error["message"]
 
 
-async def test_a_rendered_config_of_the_wrong_type_fails_as_config_invalid(client: Client, worker: Worker) -> None:
+async def test_a_rendered_config_of_the_wrong_type_fails_as_config_invalid(
+    client: Client, worker: Worker
+) -> None:
     failure = await fails(
         client,
         worker.task_queue,
@@ -508,7 +548,11 @@ async def test_cancelling_runs_the_on_error_steps(client: Client, worker: Worker
                 {
                     "id": "alert",
                     "type": "notification",
-                    "with": {"channel": "webhook", "url": f"{target.url}/hook/{key}", "payload": "{{ error.code }}"},
+                    "with": {
+                        "channel": "webhook",
+                        "url": f"{target.url}/hook/{key}",
+                        "payload": "{{ error.code }}",
+                    },
                 }
             ],
         ),

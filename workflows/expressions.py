@@ -211,11 +211,16 @@ def check_template(source: str, known_steps: frozenset[str], extra_roots: frozen
             f"unknown name {name!r}; templates start from {', '.join(sorted(ROOTS - {'true', 'false'}))}"
         )
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
-        if isinstance(target, nodes.Name) and target.name == "steps":
-            step_id = node.attr if isinstance(node, nodes.Getattr) else _constant(node.arg)
-            if step_id is not None and step_id not in known_steps:
-                problems.append(f"steps.{step_id} names no step of this definition")
+        step_id: str | None = None
+        if isinstance(node, nodes.Getattr):
+            target, step_id = node.node, node.attr
+        elif isinstance(node, nodes.Getitem):
+            target, step_id = node.node, _constant(node.arg)
+        else:
+            continue
+        named_steps = isinstance(target, nodes.Name) and target.name == "steps"
+        if named_steps and step_id is not None and step_id not in known_steps:
+            problems.append(f"steps.{step_id} names no step of this definition")
     return problems
 
 

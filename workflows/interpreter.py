@@ -14,8 +14,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import RetryState
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from core import names
@@ -49,7 +48,7 @@ class StepFailed(Exception):
         self.error = error
 
 
-class EndExecution(Exception):  # noqa: N818 - control flow, not an error
+class EndExecution(Exception):
     """A ``succeed`` step ended the execution early with ``output``."""
 
     def __init__(self, output: Any) -> None:
@@ -77,7 +76,7 @@ class DefinitionWorkflow:
         self._error: StepError | None = None
         self._closed_at: str | None = None
         info = workflow.info()
-        self._execution = {
+        self._execution: dict[str, Any] = {
             "id": info.workflow_id,
             "run_id": info.run_id,
             "definition": request.name,
@@ -88,7 +87,7 @@ class DefinitionWorkflow:
 
     @workflow.run
     async def run(self, request: ExecutionInput) -> ExecutionSnapshot:
-        """Run every step, then the definition's ``on_error`` steps if the execution failed or was cancelled."""
+        """Run the steps, then the definition's ``on_error`` steps on failure or cancellation."""
         started = workflow.info().workflow_start_time.isoformat()
         self._move(ExecutionState.QUEUED, "started", at=started, actor=request.actor)
         self._move(ExecutionState.PROCESSING, "picked up by a worker")
@@ -157,7 +156,7 @@ class DefinitionWorkflow:
 
         tasks = [asyncio.create_task(run_when_ready(step)) for step in block]
         try:
-            finished, pending = await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            finished, _ = await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             failed = next((t for t in tasks if t in finished and t.exception() is not None), None)
             if failed is not None:
                 raise failed.exception()  # type: ignore[misc]
@@ -274,6 +273,10 @@ class DefinitionWorkflow:
                 summary=step.id,
             )
         except ActivityError as exc:
+            if isinstance(exc.cause, CancelledError):
+                # Only this workflow cancels its activities (a failed sibling, or the execution being
+                # cancelled), so the step was cancelled, not failed.
+                raise asyncio.CancelledError() from None
             exhausted = exc.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED
             record.attempts = retry.max_attempts if exhausted else max(record.attempts, 1)
             raise StepFailed(_activity_error(step.id, exc)) from None

@@ -127,14 +127,19 @@ async def list_definitions(
     session: SessionDep, _caller: Viewer, include_archived: bool = False
 ) -> list[DefinitionSummary]:
     """Every definition with its active and latest version."""
-    return [DefinitionSummary.of(row) for row in await store.list_definitions(session, include_archived=include_archived)]
+    return [
+        DefinitionSummary.of(row)
+        for row in await store.list_definitions(session, include_archived=include_archived)
+    ]
 
 
 @router.get("/{name}", response_model=DefinitionDetail)
 async def get_definition(session: SessionDep, _caller: Viewer, name: str) -> DefinitionDetail:
     """The active version's document (the latest one if none is published) and metadata."""
     definition = await store.get_definition(session, name=name)
-    version = await store.get_version(session, name=name, version=definition.active_version or definition.latest_version)
+    version = await store.get_version(
+        session, name=name, version=definition.active_version or definition.latest_version
+    )
     return DefinitionDetail(
         **DefinitionSummary.of(definition).model_dump(), version=version.version, document=version.document
     )
@@ -174,7 +179,11 @@ async def publish_version(session: SessionDep, _caller: Admin, name: str, versio
     """Make ``version`` the active one (atomic); running executions keep theirs."""
     definition = await store.publish_version(session, name=name, version=version)
     return SaveResponse(
-        name=name, version=version, status="published", created=False, active_version=definition.active_version
+        name=name,
+        version=version,
+        status="published",
+        created=False,
+        active_version=definition.active_version,
     )
 
 

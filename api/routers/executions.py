@@ -16,7 +16,9 @@ router = APIRouter(prefix="/api/v1", tags=["executions"])
 
 
 class StartRequest(BaseModel):
-    input: dict[str, Any] = Field(default_factory=dict, description="validated against the definition's input schema")
+    input: dict[str, Any] = Field(
+        default_factory=dict, description="validated against the definition's input schema"
+    )
     version: int | None = Field(default=None, ge=1, description="a version other than the active one")
     id: str | None = Field(
         default=None, description="your idempotency key: the same id again returns the same execution"
@@ -150,7 +152,9 @@ async def list_executions(
     page = await service.list_executions(
         temporal, definition=definition, state=state, stage=stage, limit=limit, page_token=page_token
     )
-    return ExecutionPage(executions=[ExecutionRow(**row) for row in page.executions], next_page_token=page.next_page_token)
+    return ExecutionPage(
+        executions=[ExecutionRow(**row) for row in page.executions], next_page_token=page.next_page_token
+    )
 
 
 # Execution ids hold a "/" (``<definition>/<id>``), so the id is a path parameter and the routes with a
@@ -158,7 +162,9 @@ async def list_executions(
 
 
 @router.get("/executions/{execution_id:path}/history", response_model=list[TransitionView])
-async def execution_history(temporal: TemporalDep, _caller: Viewer, execution_id: str) -> list[TransitionView]:
+async def execution_history(
+    temporal: TemporalDep, _caller: Viewer, execution_id: str
+) -> list[TransitionView]:
     """Every state transition: from, to, step, reason, actor, time."""
     return [TransitionView(**_plain(t)) for t in await service.execution_history(temporal, execution_id)]
 

@@ -30,7 +30,7 @@ async def ready(session: SessionDep, temporal: TemporalDep, settings: SettingsDe
     try:
         await session.exec(text("select 1"))  # type: ignore[call-overload]
         checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported as such
+    except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     try:
         described = await temporal.workflow_service.describe_task_queue(
@@ -42,11 +42,13 @@ async def ready(session: SessionDep, temporal: TemporalDep, settings: SettingsDe
         )
         checks["temporal"] = "ok"
         checks["workers"] = len(described.pollers)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         checks["temporal"] = f"error: {type(exc).__name__}"
         checks["workers"] = 0
     ok = checks["database"] == "ok" and checks["temporal"] == "ok" and checks["workers"] > 0
-    return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503
+    )
 
 
 @router.get("/metrics", response_class=Response)

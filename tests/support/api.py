@@ -16,5 +16,8 @@ from tests.support.target import serve
 async def running_api(settings: Settings, *, key: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the API served by uvicorn with ``settings`` (and an API key, if given)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as http:
+    async with (
+        serve(create_app(settings)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as http,
+    ):
         yield http
