@@ -198,12 +198,11 @@ class DevStack:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        stop_requested = asyncio.create_task(self._stop.wait(), name="stop-requested")
         code = 0
         try:
-            await self._start(stop_requested)
+            await self._start()
             self._banner()
-            await self._until(None, None, "", stop_requested)
+            await self._until(None, None, "")
         except StopRequested:
             pass
         except ChildExited as exc:
@@ -214,7 +213,6 @@ class DevStack:
             self._console.say(f"could not start: {exc}")
             code = 1
         finally:
-            stop_requested.cancel()
             await self._shutdown()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -222,7 +220,7 @@ class DevStack:
 
     # -- start -----------------------------------------------------------------------------------------
 
-    async def _start(self, stop_requested: asyncio.Task[Any]) -> None:
+    async def _start(self) -> None:
         settings = self._settings
         temporal = BIN / "temporal"
         if not temporal.exists():
@@ -252,9 +250,7 @@ class DevStack:
             quiet_when_stopping=("level=WARN",),
         )
         self._console.say(f"waiting for the Temporal frontend at {self._temporal_address}")
-        await self._until(
-            self._temporal_ready(), TEMPORAL_READY_TIMEOUT_S, "the Temporal frontend", stop_requested
-        )
+        await self._until(self._temporal_ready(), TEMPORAL_READY_TIMEOUT_S, "the Temporal frontend")
 
         await self._spawn("worker", [sys.executable, str(ROOT / "worker.py")], env)
         api_env = {**env, "CONVEYOR_EXAMPLES_DIR": str(settings.examples_dir or ROOT / "examples")}
@@ -269,7 +265,7 @@ class DevStack:
             api_env,
         )
         self._console.say(f"waiting for the API at {self._api_url}/health")
-        await self._until(self._api_ready(), API_READY_TIMEOUT_S, "the API", stop_requested)
+        await self._until(self._api_ready(), API_READY_TIMEOUT_S, "the API")
 
     async def _spawn(
         self, name: str, argv: list[str], env: Mapping[str, str], quiet_when_stopping: tuple[str, ...] = ()
@@ -278,14 +274,9 @@ class DevStack:
         self._children.append(child)
         await child.start(self._console)
 
-    async def _until(
-        self,
-        ready: Awaitable[None] | None,
-        within_s: float | None,
-        what: str,
-        stop_requested: asyncio.Task[Any],
-    ) -> None:
+    async def _until(self, ready: Awaitable[None] | None, within_s: float | None, what: str) -> None:
         """Wait for ``ready`` (forever when None) while watching for a stop request and dying children."""
+        stop_requested = asyncio.ensure_future(self._stop.wait())
         watched: set[asyncio.Future[Any]] = {stop_requested}
         watched.update(child.exited for child in self._children if child.exited is not None)
         probe = asyncio.ensure_future(ready) if ready is not None else None
@@ -294,10 +285,11 @@ class DevStack:
                 watched | ({probe} if probe else set()), timeout=within_s, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
-            if probe is not None and not probe.done():
-                probe.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await probe
+            for waiter in (stop_requested, probe):
+                if waiter is not None and not waiter.done():
+                    waiter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiter
         if stop_requested in done:
             raise StopRequested
         for child in self._children:

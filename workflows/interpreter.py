@@ -101,8 +101,9 @@ class DefinitionWorkflow:
             self._move(ExecutionState.FAILED, failure.error.message, step=failure.error.step)
             await self._run_cleanup()
             self._closed_at = self._now()
+            where = f"step {failure.error.step}" if failure.error.step else "execution"
             raise ApplicationError(
-                f"step {failure.error.step} failed: {failure.error.message}",
+                f"{where} failed: {failure.error.message}",
                 self.describe(),
                 type=failure.error.code,
                 non_retryable=True,
@@ -185,6 +186,10 @@ class DefinitionWorkflow:
             self._finish(record, "completed", output=output)
         except StepFailed as failure:
             await self._on_step_error(step, record, failure)
+        except EndExecution as end:
+            # A succeed step (or the switch holding one) finished: the execution ends here, successfully.
+            self._finish(record, "completed", output=end.output if step.type == "succeed" else None)
+            raise
         except asyncio.CancelledError:
             self._finish(record, "cancelled")
             raise
@@ -301,7 +306,8 @@ class DefinitionWorkflow:
         except ValueError as exc:
             raise StepFailed(StepError(code=errors.CONFIG_INVALID, message=str(exc), step=step.id)) from None
 
-    def _render(self, step: Step, value: Any, where: str, **extra: Any) -> Any:
+    def _render(self, step: Step | None, value: Any, where: str, **extra: Any) -> Any:
+        """``value`` rendered for ``step`` (None: the definition itself); errors fail the step."""
         context: dict[str, Any] = {
             "input": self._request.input,
             "steps": self._steps_view,
@@ -315,7 +321,11 @@ class DefinitionWorkflow:
             return expressions.render(value, context)
         except expressions.ExpressionError as exc:
             raise StepFailed(
-                StepError(code=errors.EXPRESSION_FAILED, message=f"{where}: {exc}", step=step.id)
+                StepError(
+                    code=errors.EXPRESSION_FAILED,
+                    message=f"{where}: {exc}",
+                    step=step.id if step is not None else None,
+                )
             ) from None
 
     def _finish(
@@ -333,15 +343,7 @@ class DefinitionWorkflow:
 
     def _final_output(self) -> Any:
         if self._definition.output is not None:
-            return expressions.render(
-                self._definition.output,
-                {
-                    "input": self._request.input,
-                    "steps": self._steps_view,
-                    "vars": self._vars,
-                    "execution": self._execution,
-                },
-            )
+            return self._render(None, self._definition.output, "output")
         for step in reversed(self._definition.steps):
             view = self._steps_view.get(step.id)
             if view and view["status"] in {"completed", "recovered"}:

@@ -73,6 +73,10 @@ class Target:
         async def big(size: int) -> Response:
             return Response(b"x" * size, media_type="text/plain")
 
+        @app.get("/health")
+        async def health() -> JSONResponse:
+            return JSONResponse({"status": "ok"})
+
         @app.get("/text")
         async def text() -> Response:
             return Response("plain words", media_type="text/plain")

@@ -1,0 +1,131 @@
+"""The executions whose histories are committed for replay: examples plus interpreter features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+HISTORIES = Path(__file__).parent / "histories"
+
+
+@dataclass(frozen=True)
+class ReplayCase:
+    """A definition run once by the recorder; ``{target}`` in it is the loopback HTTP server's URL."""
+
+    name: str
+    definition: dict[str, Any]
+    input: dict[str, Any] = field(default_factory=dict)
+    cancel_after_s: float | None = None
+
+
+def _example(file: str) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((EXAMPLES / file).read_text())
+    return document
+
+
+FEATURES: list[ReplayCase] = [
+    ReplayCase(
+        "feature-dag-http",
+        {
+            "name": "feature-dag-http",
+            "steps": [
+                {
+                    "id": "left",
+                    "type": "http_request",
+                    "depends_on": [],
+                    "with": {"url": "{target}/echo?side=left"},
+                },
+                {
+                    "id": "right",
+                    "type": "http_request",
+                    "depends_on": [],
+                    "with": {"url": "{target}/echo?side=right"},
+                },
+                {
+                    "id": "join",
+                    "type": "transform",
+                    "depends_on": ["left", "right"],
+                    "with": {
+                        "value": "{{ [steps.left.output.body.query.side, steps.right.output.body.query.side] }}"
+                    },
+                },
+                {
+                    "id": "route",
+                    "type": "switch",
+                    "cases": [
+                        {
+                            "when": "{{ 'left' in steps.join.output }}",
+                            "steps": [{"id": "yes", "type": "set", "with": {"seen": True}}],
+                        }
+                    ],
+                    "default": [{"id": "no", "type": "set", "with": {"seen": False}}],
+                },
+                {
+                    "id": "note",
+                    "type": "notification",
+                    "with": {"channel": "log", "message": "seen={{ vars.seen }}"},
+                },
+            ],
+        },
+    ),
+    ReplayCase(
+        "feature-fallback-and-failure",
+        {
+            "name": "feature-fallback-and-failure",
+            "steps": [
+                {
+                    "id": "call",
+                    "type": "http_request",
+                    "with": {"url": "{target}/status/404"},
+                    "on_error": [{"id": "fallback", "type": "transform", "with": {"value": "cached"}}],
+                },
+                {
+                    "id": "maybe",
+                    "type": "http_request",
+                    "optional": True,
+                    "with": {"url": "{target}/status/400"},
+                },
+                {"id": "pause", "type": "delay", "with": {"duration": "1s"}},
+                {"id": "stop", "type": "fail", "with": {"message": "stopped after {{ steps.call.output }}"}},
+            ],
+            "on_error": [
+                {
+                    "id": "alert",
+                    "type": "notification",
+                    "with": {"channel": "log", "message": "{{ error.message }}"},
+                }
+            ],
+        },
+    ),
+    ReplayCase(
+        "feature-cancelled",
+        {
+            "name": "feature-cancelled",
+            "steps": [{"id": "wait", "type": "delay", "with": {"duration": "1h"}}],
+            "on_error": [{"id": "tidy", "type": "set", "with": {"tidied": True}}],
+        },
+        cancel_after_s=1.0,
+    ),
+]
+
+
+EXAMPLE_INPUTS: dict[str, dict[str, Any]] = {
+    "hello": {"name": "Ada"},
+    "health-check": {"base_url": "{target}"},
+    "order-approval-routing": {"order_id": "A-1", "total": 2500},
+    "nightly-report": {"report_date": "2024-05-01", "settle": "1s"},
+}
+"""Inputs for the examples that need some; ``{target}`` is replaced as in definitions."""
+
+
+def all_cases() -> list[ReplayCase]:
+    """Every case the recorder runs: the features above and the examples that run offline."""
+    examples = [
+        ReplayCase(f"example-{path.stem}", _example(path.name), EXAMPLE_INPUTS.get(path.stem, {}))
+        for path in sorted(EXAMPLES.glob("*.yaml"))
+    ]
+    return FEATURES + examples

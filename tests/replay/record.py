@@ -1,0 +1,61 @@
+"""Re-record the committed replay histories: ``make replay-record`` (run after an intended change).
+
+Starts its own dev server, worker and loopback HTTP target, runs every case of ``cases.py`` and writes each
+history to ``histories/<case>.json``. Commit them with the change that made them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from temporalio.client import WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+
+from core import names
+from core.inputs import prepare_input
+from core.settings import Settings
+from tests.replay.cases import HISTORIES, ReplayCase, all_cases
+from tests.support.run import start
+from tests.support.target import Target, serve
+from worker import conveyor_worker
+
+QUEUE = "replay-recorder"
+
+
+def with_target(case: ReplayCase, url: str) -> tuple[dict[str, object], dict[str, object]]:
+    """The case's definition and input with ``{target}`` replaced by the HTTP target's URL."""
+    definition = json.loads(json.dumps(case.definition).replace("{target}", url))
+    values = json.loads(json.dumps(case.input).replace("{target}", url))
+    return definition, values
+
+
+async def record() -> None:
+    binary = Path(sys.executable).parent / "temporal"
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(binary), search_attributes=list(names.SEARCH_ATTRIBUTES)
+    )
+    target = Target()
+    async with env, serve(target.app) as url, conveyor_worker(env.client, Settings(task_queue=QUEUE)):
+        target.url = url
+        HISTORIES.mkdir(parents=True, exist_ok=True)
+        for case in all_cases():
+            definition, values = with_target(case, url)
+            values = prepare_input(definition.get("input"), values)  # type: ignore[arg-type]
+            handle = await start(env.client, QUEUE, definition, values)
+            if case.cancel_after_s is not None:
+                await asyncio.sleep(case.cancel_after_s)
+                await handle.cancel()
+            try:
+                await handle.result()
+            except WorkflowFailureError:
+                pass  # failed and cancelled runs are recorded too
+            history = await handle.fetch_history()
+            (HISTORIES / f"{case.name}.json").write_text(history.to_json())
+            print(f"recorded {case.name}: {len(history.events)} events")
+
+
+if __name__ == "__main__":
+    asyncio.run(record())
