@@ -573,3 +573,23 @@ async def test_failed_execution_records_transitions(client: Client, worker: Work
         ("PROCESSING", "FAILED"),
     ]
     assert history[-1]["step"] == "stop"
+
+
+async def test_cancelling_during_an_activity_step_ends_cancelled(
+    client: Client, worker: Worker, target: Target
+) -> None:
+    handle = await start(
+        client,
+        worker.task_queue,
+        definition({"id": "slow", "type": "http_request", "with": {"url": f"{target.url}/slow?seconds=5"}}),
+    )
+    snapshot = await handle.query(names.QUERY_DESCRIBE, result_type=ExecutionSnapshot)
+    while snapshot.current_step != "slow":
+        snapshot = await handle.query(names.QUERY_DESCRIBE, result_type=ExecutionSnapshot)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as caught:
+        await handle.result()
+    assert isinstance(caught.value.cause, CancelledError)
+    final = await handle.query(names.QUERY_DESCRIBE, result_type=ExecutionSnapshot)
+    assert final.state == "CANCELLED"
+    assert statuses(final) == {"slow": "cancelled"}
