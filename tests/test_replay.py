@@ -22,6 +22,10 @@ def test_histories_are_committed() -> None:
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 async def test_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    history = _load(path)
     replayer = Replayer(workflows=[DefinitionWorkflow], workflow_runner=workflow_runner())
     await replayer.replay_workflow(history)
+
+
+def _load(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())

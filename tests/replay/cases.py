@@ -43,14 +43,14 @@ FEATURES: list[ReplayCase] = [
                     "id": "right",
                     "type": "http_request",
                     "depends_on": [],
-                    "with": {"url": "{target}/echo?side=right"},
+                    "with": {"url": "{target}/echo?x=right"},
                 },
                 {
                     "id": "join",
                     "type": "transform",
                     "depends_on": ["left", "right"],
                     "with": {
-                        "value": "{{ [steps.left.output.body.query.side, steps.right.output.body.query.side] }}"
+                        "value": "{{ [steps.left.output.body.query.side, steps.right.output.body.query.x] }}"
                     },
                 },
                 {

@@ -7,6 +7,7 @@ history to ``histories/<case>.json``. Commit them with the change that made them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -48,10 +49,8 @@ async def record() -> None:
             if case.cancel_after_s is not None:
                 await asyncio.sleep(case.cancel_after_s)
                 await handle.cancel()
-            try:
+            with contextlib.suppress(WorkflowFailureError):  # failed and cancelled runs are recorded too
                 await handle.result()
-            except WorkflowFailureError:
-                pass  # failed and cancelled runs are recorded too
             history = await handle.fetch_history()
             (HISTORIES / f"{case.name}.json").write_text(history.to_json())
             print(f"recorded {case.name}: {len(history.events)} events")
