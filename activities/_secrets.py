@@ -15,7 +15,7 @@ def with_secrets(config: dict[str, Any], secrets: Mapping[str, SecretStr]) -> di
     """``config`` with secret placeholders replaced; a missing secret is a non-retryable step error."""
     try:
         resolved: dict[str, Any] = expressions.resolve_secrets(
-            config, {name: value.get_secret_value() for name, value in secrets.items()}
+            config, {name.lower(): value.get_secret_value() for name, value in secrets.items()}
         )
     except expressions.ExpressionError as exc:
         raise ApplicationError(exc.reason, type=errors.SECRET_MISSING, non_retryable=True) from None

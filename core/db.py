@@ -56,3 +56,19 @@ async def migrate(engine: AsyncEngine) -> None:
 
     async with engine.begin() as connection:
         await connection.run_sync(upgrade)
+
+
+async def _migrate_configured() -> None:
+    from core.settings import get_settings
+
+    engine = create_engine(get_settings().database_url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    import asyncio
+
+    asyncio.run(_migrate_configured())

@@ -57,7 +57,10 @@ def task_queue() -> str:
 
 @pytest.fixture
 def settings(task_queue: str) -> Settings:
-    return Settings(task_queue=task_queue, secrets={"TARGET_TOKEN": "s3cr3t-token"})  # type: ignore[dict-item]
+    return Settings(
+        task_queue=task_queue,
+        secrets={"TARGET_TOKEN": "s3cr3t-token", "CATALOGUE_TOKEN": "catalogue-secret"},  # type: ignore[dict-item]
+    )
 
 
 @pytest.fixture

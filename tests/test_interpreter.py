@@ -129,7 +129,7 @@ async def test_a_failing_branch_cancels_a_running_activity(
                 "id": "slow",
                 "type": "http_request",
                 "depends_on": [],
-                "with": {"url": f"{target.url}/slow?seconds=5"},
+                "with": {"url": f"{target.url}/slow?seconds=3"},
             },
             {
                 "id": "broken",
@@ -581,7 +581,7 @@ async def test_cancelling_during_an_activity_step_ends_cancelled(
     handle = await start(
         client,
         worker.task_queue,
-        definition({"id": "slow", "type": "http_request", "with": {"url": f"{target.url}/slow?seconds=5"}}),
+        definition({"id": "slow", "type": "http_request", "with": {"url": f"{target.url}/slow?seconds=3"}}),
     )
     snapshot = await handle.query(names.QUERY_DESCRIBE, result_type=ExecutionSnapshot)
     while snapshot.current_step != "slow":

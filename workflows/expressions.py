@@ -236,9 +236,11 @@ def resolve_secrets(value: Any, secrets: Mapping[str, str]) -> Any:
 
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
-            if name not in secrets:
+            # Environment variables reach the settings lower-cased, so names match without regard to case.
+            value = secrets.get(name, secrets.get(name.lower()))
+            if value is None:
                 raise ExpressionError(match.group(0), f"secret {name} is not configured")
-            return secrets[name]
+            return value
 
         return _SECRET_PLACEHOLDER.sub(substitute, value)
     if isinstance(value, list):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
 from tests.support.run import start
@@ -66,3 +68,23 @@ async def failure_of(handle: WorkflowHandle[Any, ExecutionSnapshot]) -> Failure:
     assert isinstance(snapshot, dict)
     assert snapshot["state"] == "FAILED"
     return Failure(type=cause.type or "", message=cause.message, snapshot=snapshot)
+
+
+def history_text(history: WorkflowHistory) -> str:
+    """A history as JSON with every payload's data decoded, so tests can search what it really holds."""
+    document = json.loads(history.to_json())
+    decoded: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("data"), str) and "metadata" in node:
+                decoded.append(base64.b64decode(node["data"]).decode("utf-8", errors="replace"))
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(document)
+    assert decoded, "a history always holds payloads"
+    return "\n".join([json.dumps(document), *decoded])
