@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import httpx
 from temporalio.client import Client
@@ -33,6 +35,7 @@ async def conveyor_worker(
             task_queue=task_queue or settings.task_queue,
             workflows=[DefinitionWorkflow],
             workflow_runner=workflow_runner(),
+            graceful_shutdown_timeout=timedelta(seconds=10),
             activities=[
                 HttpActivities(http, settings).http_request,
                 NotificationActivities(http, settings).notification,
@@ -51,9 +54,16 @@ async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
     client = await connect(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    log = logging.getLogger("conveyor.worker")
     async with conveyor_worker(client, settings, task_queue=args.task_queue) as worker:
-        logging.getLogger("conveyor.worker").info("serving task queue %s", worker.task_queue)
-        await asyncio.Event().wait()
+        log.info("serving task queue %s", worker.task_queue)
+        await stop.wait()
+        # Leaving the block shuts the worker down: no new tasks, running activities get the grace period.
+        log.info("stopping: finishing running activities")
 
 
 if __name__ == "__main__":

@@ -28,14 +28,13 @@ class NotificationActivities:
     @activity.defn(name="notification")
     async def notification(self, request: StepRequest) -> StepOutcome:
         """Deliver the message; the output says where it went."""
-        try:
-            config = parse_config(NotificationConfig, with_secrets(request.config, self._settings.secrets))
-        except ValueError as exc:
-            raise ApplicationError(str(exc), type=errors.CONFIG_INVALID, non_retryable=True) from None
+        config = _config(request.config)
         attempt = activity.info().attempt
         if config.channel == "log":
+            # The text goes to the log and, as the output, to history: secrets stay placeholders there.
             activity.logger.log(_LEVELS[config.level], "[%s] %s", request.step_id, config.message)
             return StepOutcome(output={"channel": "log", "message": config.message}, attempt=attempt)
+        config = _config(with_secrets(request.config, self._settings.secrets))
         payload: Any = config.payload if config.payload is not None else {"message": config.message}
         try:
             response = await self._client.post(
@@ -50,3 +49,10 @@ class NotificationActivities:
                 f"webhook answered {response.status_code}", type=errors.HTTP_CLIENT_ERROR, non_retryable=True
             )
         return StepOutcome(output={"channel": "webhook", "status": response.status_code}, attempt=attempt)
+
+
+def _config(values: dict[str, Any]) -> NotificationConfig:
+    try:
+        return parse_config(NotificationConfig, values)
+    except ValueError as exc:
+        raise ApplicationError(str(exc), type=errors.CONFIG_INVALID, non_retryable=True) from None

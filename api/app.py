@@ -31,6 +31,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = settings or get_settings()
+        if not logging.getLogger().handlers:  # uvicorn configures only its own loggers
+            logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s %(message)s")
         engine = create_engine(config.database_url)
         if config.migrate_on_start:
             await migrate(engine)

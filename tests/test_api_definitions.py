@@ -120,7 +120,7 @@ async def test_bad_bodies_are_clear_4xx(api: httpx.AsyncClient) -> None:
     assert huge.status_code == 413 and huge.json()["error_code"] == "PAYLOAD_TOO_LARGE"
     missing = await api.get("/api/v1/definitions/nothing/versions/3")
     assert missing.status_code == 404
-    assert missing.json()["error_code"] == "VERSION_NOT_FOUND"
+    assert missing.json()["error_code"] == "DEFINITION_NOT_FOUND"
     assert (await api.post("/api/v1/definitions/nothing/versions/1/publish")).status_code == 404
 
 

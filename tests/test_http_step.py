@@ -378,8 +378,8 @@ async def test_notification_to_a_webhook(client: Client, worker: Worker, target:
     ]
 
 
-async def test_a_log_notification_never_writes_a_secret_to_history(
-    client: Client, worker: Worker, target: Target
+async def test_a_log_notification_never_writes_a_secret_to_history_or_logs(
+    client: Client, worker: Worker, target: Target, caplog: pytest.LogCaptureFixture
 ) -> None:
     handle = await start(
         client,
@@ -388,9 +388,11 @@ async def test_a_log_notification_never_writes_a_secret_to_history(
             {
                 "id": "tell",
                 "type": "notification",
-                "with": {"channel": "log", "message": "token {{ secrets.TARGET_TOKEN }}"},
+                "with": {"channel": "log", "message": "token {{ secrets.TARGET_TOKEN }}", "level": "error"},
             }
         ),
     )
     await handle.result()
     assert target.token not in history_text(await handle.fetch_history())
+    assert any("[tell] token {{ secrets.TARGET_TOKEN }}" in r.getMessage() for r in caplog.records)
+    assert not any(target.token in r.getMessage() for r in caplog.records)

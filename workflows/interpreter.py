@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -257,6 +257,8 @@ class DefinitionWorkflow:
                         step=step.id,
                     )
                 ) from None
+            if until.tzinfo is None:  # a time without an offset is UTC, as workflow time is
+                until = until.replace(tzinfo=UTC)
             seconds = (until - workflow.now()).total_seconds()
         else:
             seconds = float(config.duration or 0)
