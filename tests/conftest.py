@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -42,6 +44,17 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=str(BIN / "temporal-test-server")
     )
     async with env:
+        # This server takes no --search-attribute flags; it registers them through the operator service.
+        kinds = {names.SA_VERSION.name: IndexedValueType.INDEXED_VALUE_TYPE_INT}
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=env.client.namespace,
+                search_attributes={
+                    key.name: kinds.get(key.name, IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD)
+                    for key in names.SEARCH_ATTRIBUTES
+                },
+            )
+        )
         yield env
 
 

@@ -35,7 +35,7 @@ def paths(document: Any) -> list[str]:
     return [path for path, _ in problems(document)]
 
 
-# -- valid documents ------------------------------------------------------------------------------------------
+# -- valid documents -----------------------------------------------------------------------------------------
 
 
 def test_a_complete_document_parses() -> None:
@@ -123,7 +123,7 @@ def test_api_call_alias_and_lowercase_method_are_accepted() -> None:
     assert definition.steps[0].type == "api_call"
 
 
-# -- one problem each -----------------------------------------------------------------------------------------
+# -- one problem each ----------------------------------------------------------------------------------------
 
 
 def test_unknown_step_type() -> None:
@@ -352,7 +352,7 @@ def test_missing_name_and_bad_name() -> None:
     assert paths(doc(name="Not A Slug")) == ["$.name"]
 
 
-# -- all at once ----------------------------------------------------------------------------------------------
+# -- all at once ---------------------------------------------------------------------------------------------
 
 
 def test_structural_problems_are_all_reported_at_once() -> None:

@@ -8,38 +8,19 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from core import names
 from core.settings import Settings
 from tests.support.outcome import completes, fails, statuses
 from tests.support.target import Target
 from worker import conveyor_worker
 
 
-@pytest.fixture(scope="module")
-async def skipping_client(skipping_env: WorkflowEnvironment) -> Client:
-    """The time-skipping server's client, with Conveyor's search attributes registered (the dev server
-    registers them at start; this server cannot)."""
-    client = skipping_env.client
-    kinds = {names.SA_VERSION.name: IndexedValueType.INDEXED_VALUE_TYPE_INT}
-    wanted = {
-        key.name: kinds.get(key.name, IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD)
-        for key in names.SEARCH_ATTRIBUTES
-    }
-    existing = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=client.namespace)
-    )
-    missing = {name: kind for name, kind in wanted.items() if name not in existing.custom_attributes}
-    if missing:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
-        )
-    return client
+@pytest.fixture
+def skipping_client(skipping_env: WorkflowEnvironment) -> Client:
+    return skipping_env.client
 
 
 @pytest.fixture
@@ -137,7 +118,12 @@ async def test_retry_backoff_of_minutes(
                 {
                     "id": "call",
                     "type": "http_request",
-                    "retry": {"max_attempts": 4, "initial_interval": "2m", "backoff": 3.0},
+                    "retry": {
+                        "max_attempts": 4,
+                        "initial_interval": "2m",
+                        "backoff": 3.0,
+                        "max_interval": "1h",
+                    },
                     "with": {"url": f"{target.url}/flaky/{flaky}/2"},
                 }
             ],

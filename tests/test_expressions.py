@@ -20,7 +20,7 @@ CONTEXT: dict[str, Any] = {
 }
 
 
-# -- native values --------------------------------------------------------------------------------------------
+# -- native values -------------------------------------------------------------------------------------------
 
 
 def test_a_lone_expression_keeps_its_type() -> None:
@@ -48,7 +48,7 @@ def test_render_walks_lists_and_dicts_and_leaves_plain_values() -> None:
     assert render(value, CONTEXT) == {"a": [21, "x", 3, None], "b": {"c": "hi Ada"}}
 
 
-# -- failures -------------------------------------------------------------------------------------------------
+# -- failures ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_a_result_that_is_not_json_data_is_refused() -> None:
         render_text("{{ cycler }}", CONTEXT)
 
 
-# -- bounds and determinism -----------------------------------------------------------------------------------
+# -- bounds and determinism ----------------------------------------------------------------------------------
 
 
 def test_range_is_bounded() -> None:
@@ -118,7 +118,7 @@ def test_there_is_no_randomness() -> None:
         render_text("{{ lipsum() }}", CONTEXT)
 
 
-# -- secrets --------------------------------------------------------------------------------------------------
+# -- secrets -------------------------------------------------------------------------------------------------
 
 
 def test_secrets_render_back_to_their_placeholder() -> None:
@@ -139,7 +139,7 @@ def test_resolving_a_missing_secret_fails_without_showing_others() -> None:
     assert "t0k" not in str(caught.value)
 
 
-# -- truthiness and static checks -----------------------------------------------------------------------------
+# -- truthiness and static checks ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -159,7 +159,7 @@ def test_check_template_reports_unknown_names_and_steps() -> None:
     assert expressions.check_template("{{ steps.y.output | length }}", frozenset({"y"}), frozenset()) == []
 
 
-# -- durations ------------------------------------------------------------------------------------------------
+# -- durations -----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

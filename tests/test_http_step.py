@@ -396,3 +396,20 @@ async def test_a_log_notification_never_writes_a_secret_to_history_or_logs(
     assert target.token not in history_text(await handle.fetch_history())
     assert any("[tell] token {{ secrets.TARGET_TOKEN }}" in r.getMessage() for r in caplog.records)
     assert not any(target.token in r.getMessage() for r in caplog.records)
+
+
+async def test_a_step_retry_overrides_only_the_fields_it_names(
+    client: Client, worker: Worker, target: Target
+) -> None:
+    flaky = key()
+    failure = await fails(
+        client,
+        worker.task_queue,
+        definition(
+            http("call", {"url": f"{target.url}/flaky/{flaky}/10"}, retry={"initial_interval": "100ms"}),
+            defaults={"retry": {"max_attempts": 2, "initial_interval": "1h"}},
+        ),
+    )
+    assert failure.type == "HttpServerError"
+    assert failure.step("call")["attempts"] == 2
+    assert target.counts[flaky] == 2

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import CancelledError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Worker
 
 from core import names
@@ -33,7 +33,7 @@ def record_times(snapshot: ExecutionSnapshot) -> dict[str, tuple[str, str]]:
     return {r.id: (r.started_at or "", r.closed_at or "") for r in snapshot.steps}
 
 
-# -- flow -----------------------------------------------------------------------------------------------------
+# -- flow ----------------------------------------------------------------------------------------------------
 
 
 async def test_steps_run_in_sequence_and_see_earlier_outputs(client: Client, worker: Worker) -> None:
@@ -129,7 +129,7 @@ async def test_a_failing_branch_cancels_a_running_activity(
                 "id": "slow",
                 "type": "http_request",
                 "depends_on": [],
-                "with": {"url": f"{target.url}/slow?seconds=3"},
+                "with": {"url": f"{target.url}/slow?seconds=1.5"},
             },
             {
                 "id": "broken",
@@ -144,7 +144,7 @@ async def test_a_failing_branch_cancels_a_running_activity(
     assert failure.statuses() == {"slow": "cancelled", "broken": "failed"}
 
 
-# -- optional, on_error, when, output -------------------------------------------------------------------------
+# -- optional, on_error, when, output ------------------------------------------------------------------------
 
 
 async def test_optional_and_on_error_continue_let_the_flow_go_on(
@@ -258,7 +258,7 @@ async def test_a_step_output_reshapes_what_is_stored(client: Client, worker: Wor
     assert result.output == 7
 
 
-# -- workflow-side step types ---------------------------------------------------------------------------------
+# -- workflow-side step types --------------------------------------------------------------------------------
 
 
 async def test_set_and_vars(client: Client, worker: Worker) -> None:
@@ -513,7 +513,7 @@ async def test_a_rendered_config_of_the_wrong_type_fails_as_config_invalid(
     assert "with.error_code" in failure.error["message"]
 
 
-# -- queries and cancellation ---------------------------------------------------------------------------------
+# -- queries and cancellation --------------------------------------------------------------------------------
 
 
 async def test_describe_and_history_queries_of_a_running_execution(client: Client, worker: Worker) -> None:
@@ -581,7 +581,7 @@ async def test_cancelling_during_an_activity_step_ends_cancelled(
     handle = await start(
         client,
         worker.task_queue,
-        definition({"id": "slow", "type": "http_request", "with": {"url": f"{target.url}/slow?seconds=3"}}),
+        definition({"id": "slow", "type": "http_request", "with": {"url": f"{target.url}/slow?seconds=1.5"}}),
     )
     snapshot = await handle.query(names.QUERY_DESCRIBE, result_type=ExecutionSnapshot)
     while snapshot.current_step != "slow":
@@ -593,3 +593,15 @@ async def test_cancelling_during_an_activity_step_ends_cancelled(
     final = await handle.query(names.QUERY_DESCRIBE, result_type=ExecutionSnapshot)
     assert final.state == "CANCELLED"
     assert statuses(final) == {"slow": "cancelled"}
+
+
+async def test_a_snapshot_that_is_not_a_definition_fails_the_execution(
+    client: Client, worker: Worker
+) -> None:
+    """Only the API validates; a snapshot started by hand that is not a definition fails, it does not hang."""
+    handle = await start(client, worker.task_queue, {"name": "broken", "steps": [{"id": "a"}]})
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert isinstance(failure.value.cause, ApplicationError)
+    assert failure.value.cause.type == "ConfigInvalid"
+    assert "$.steps[0].type" in failure.value.cause.message

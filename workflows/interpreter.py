@@ -19,7 +19,14 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from core import names
     from workflows import errors, expressions
-    from workflows.definition import Definition, RetrySpec, Step, dependencies, parse
+    from workflows.definition import (
+        Definition,
+        DefinitionInvalid,
+        RetrySpec,
+        Step,
+        dependencies,
+        parse_structure,
+    )
     from workflows.messages import (
         ExecutionInput,
         ExecutionSnapshot,
@@ -38,6 +45,11 @@ with workflow.unsafe.imports_passed_through():
         TransformConfig,
         parse_config,
     )
+
+
+PATCH_CANCELLED_ACTIVITY = "cancelled-activity-step-is-cancelled"
+"""Histories from before it recorded a cancelled activity step as failed (and a cancelled execution as
+failed when an activity was running)."""
 
 
 class StepFailed(Exception):
@@ -63,7 +75,13 @@ class DefinitionWorkflow:
     @workflow.init
     def __init__(self, request: ExecutionInput) -> None:
         self._request = request
-        self._definition: Definition = parse(request.definition)
+        self._invalid: str | None = None
+        try:
+            self._definition: Definition = parse_structure(request.definition)
+        except DefinitionInvalid as exc:
+            # Raised from run(): an exception from __init__ is not reported as cleanly by the SDK.
+            self._invalid = str(exc)
+            self._definition = Definition.model_construct(name=request.name, steps=(), on_error=(), vars={})
         self._state = ExecutionState.CREATED
         self._transitions: list[Transition] = []
         self._records: dict[str, StepRecord] = {
@@ -88,6 +106,12 @@ class DefinitionWorkflow:
     @workflow.run
     async def run(self, request: ExecutionInput) -> ExecutionSnapshot:
         """Run the steps, then the definition's ``on_error`` steps on failure or cancellation."""
+        if self._invalid is not None:
+            raise ApplicationError(
+                f"the definition snapshot is not valid: {self._invalid}",
+                type=errors.CONFIG_INVALID,
+                non_retryable=True,
+            )
         started = workflow.info().workflow_start_time.isoformat()
         self._move(ExecutionState.QUEUED, "started", at=started, actor=request.actor)
         self._move(ExecutionState.PROCESSING, "picked up by a worker")
@@ -211,7 +235,13 @@ class DefinitionWorkflow:
             raise failure
 
     async def _execute(self, step: Step, record: StepRecord) -> Any:
-        spec = STEP_TYPES[step.type]
+        spec = STEP_TYPES.get(step.type)
+        if spec is None:
+            raise StepFailed(
+                StepError(
+                    code=errors.CONFIG_INVALID, message=f"unknown step type {step.type!r}", step=step.id
+                )
+            )
         if spec.activity is not None:
             return await self._run_activity(step, spec.activity, record)
         match step.type:
@@ -269,7 +299,10 @@ class DefinitionWorkflow:
         config = self._render(step, step.with_, "with")
         self._config(step, STEP_TYPES[step.type].config, config)
         defaults = self._definition.defaults
-        retry = step.retry or defaults.retry
+        retry = defaults.retry
+        if step.retry is not None:
+            # A step's retry overrides only the fields it names; the rest still come from the defaults.
+            retry = retry.model_copy(update={f: getattr(step.retry, f) for f in step.retry.model_fields_set})
         try:
             outcome = await workflow.execute_activity(
                 activity,
@@ -280,7 +313,7 @@ class DefinitionWorkflow:
                 summary=step.id,
             )
         except ActivityError as exc:
-            if isinstance(exc.cause, CancelledError):
+            if isinstance(exc.cause, CancelledError) and workflow.patched(PATCH_CANCELLED_ACTIVITY):
                 # Only this workflow cancels its activities (a failed sibling, or the execution being
                 # cancelled), so the step was cancelled, not failed.
                 raise asyncio.CancelledError() from None
