@@ -63,6 +63,8 @@ THROUGHPUT_GOAL = 0.8
 """Interpreter throughput / baseline throughput must be at least this."""
 LATENCY_GOAL = 1.2
 """Interpreter p50 latency / baseline p50 latency must be at most this."""
+RUN_TIMEOUT_S = 120.0
+"""A run taking longer has a failing workflow task (retried forever by Temporal): stop the benchmark."""
 HISTORY_SAMPLE = 50
 """Histories fetched per side from the load phase (all sequential runs are fetched)."""
 
@@ -271,7 +273,12 @@ async def run_once(side: Side) -> tuple[str, float]:
     """Start one run and wait for its result; the workflow id and the client-seen latency in ms."""
     began = time.perf_counter()
     handle = await side.start()
-    result = await handle.result()
+    try:
+        result = await asyncio.wait_for(handle.result(), RUN_TIMEOUT_S)
+    except TimeoutError:
+        raise RuntimeError(
+            f"{side.name} run {handle.id} did not finish in {RUN_TIMEOUT_S:g}s (failing workflow task?)"
+        ) from None
     elapsed = (time.perf_counter() - began) * 1000.0
     if not side.check(result):
         raise RuntimeError(f"{side.name} run {handle.id} ended with an unexpected result: {result!r}")

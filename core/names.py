@@ -18,13 +18,33 @@ QUERY_DESCRIBE: Final = "describe"
 QUERY_HISTORY: Final = "history"
 """Query: the recorded state transitions."""
 
+QUERY_EVENTS: Final = "events"
+"""Query (``EventsRequest``): the execution's events after a sequence number, for the SSE stream."""
+
+QUERY_LOGS: Final = "logs"
+"""Query: the execution's log entries."""
+
+UPDATE_RETRY: Final = "retry"
+"""Update (``RetryRequest``): resume a SUSPENDED execution by retrying its failed step (or another)."""
+
+UPDATE_SKIP: Final = "skip"
+"""Update (``SkipRequest``): resume a SUSPENDED execution past its failed step with a given output."""
+
+UPDATE_SUSPEND: Final = "suspend"
+"""Update (``ControlRequest``): park a running execution at its next step boundary."""
+
+UPDATE_RESUME: Final = "resume"
+"""Update (``ControlRequest``): continue an execution suspended by ``suspend``."""
+
 SA_DEFINITION: Final = SearchAttributeKey.for_keyword("ConveyorDefinition")
 SA_VERSION: Final = SearchAttributeKey.for_int("ConveyorVersion")
 SA_STATE: Final = SearchAttributeKey.for_keyword("ConveyorState")
 SA_STAGE: Final = SearchAttributeKey.for_keyword("ConveyorStage")
 SA_TRIGGER: Final = SearchAttributeKey.for_keyword("ConveyorTrigger")
+SA_ERROR: Final = SearchAttributeKey.for_keyword("ConveyorError")
+"""The error type an execution last failed or was suspended with (for stats and filters)."""
 
-SEARCH_ATTRIBUTES: Final = (SA_DEFINITION, SA_VERSION, SA_STATE, SA_STAGE, SA_TRIGGER)
+SEARCH_ATTRIBUTES: Final = (SA_DEFINITION, SA_VERSION, SA_STATE, SA_STAGE, SA_TRIGGER, SA_ERROR)
 """Registered on the dev server at start (``--search-attribute Name=Type``)."""
 
 

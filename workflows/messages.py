@@ -91,3 +91,70 @@ class StepOutcome:
 
     output: Any
     attempt: int = 1
+
+
+@dataclass
+class ExecutionEvent:
+    """One entry of an execution's event stream; ``seq`` counts from 1 and is the SSE event id.
+
+    Types: started, step_started, step_completed, step_failed, step_skipped, waiting, suspended, resumed,
+    retrying, completed, failed, cancelled.
+    """
+
+    seq: int
+    type: str
+    at: str
+    step: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EventsRequest:
+    """Input of the ``events`` query: the events after sequence number ``after``."""
+
+    after: int = 0
+
+
+@dataclass
+class LogEntry:
+    """One line of an execution's log: step lifecycle, HTTP call summaries, retries, custom code output."""
+
+    seq: int
+    at: str
+    level: str
+    message: str
+    step: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RetryRequest:
+    """``retry`` update: resume a suspended execution, from its failed step or ``from_step``."""
+
+    from_step: str | None = None
+    input_patch: dict[str, Any] | None = None
+    actor: str | None = None
+
+
+@dataclass
+class SkipRequest:
+    """``skip`` update: mark the failed step skipped with ``output`` and go on."""
+
+    output: Any = None
+    actor: str | None = None
+
+
+@dataclass
+class ControlRequest:
+    """``suspend`` / ``resume`` updates."""
+
+    actor: str | None = None
+    reason: str = ""
+
+
+@dataclass
+class ControlResult:
+    """What an accepted control update did."""
+
+    state: str
+    message: str = ""
