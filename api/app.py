@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.deps import Resources
 from api.errors import error_response, install_error_handlers
-from api.routers import api_keys, definitions, executions, health
+from api.routers import api_keys, definitions, events, executions, health, stats
 from core.api_keys import Role, create_key
 from core.db import create_engine, migrate, session_factory
 from core.definitions import save_definition
@@ -61,7 +61,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return error_response(413, "PAYLOAD_TOO_LARGE", f"the body is larger than {limit} bytes")
         return await call_next(request)
 
-    for router in (health.router, definitions.router, executions.router, api_keys.router):
+    # events before executions: the bare /executions/{execution_id:path} would swallow its suffixed paths.
+    for router in (
+        health.router,
+        stats.router,
+        definitions.router,
+        events.router,
+        executions.router,
+        api_keys.router,
+    ):
         app.include_router(router)
     return app
 

@@ -758,9 +758,18 @@ async def main(argv: Sequence[str] | None = None) -> int:
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--in-memory", action="store_true", help="only the in-memory dev server")
     only.add_argument("--file-backed", action="store_true", help="only the file-backed (SQLite) dev server")
+    parser.add_argument(
+        "--pycache",
+        metavar="DIR",
+        help="write and use bytecode under DIR even if PYTHONDONTWRITEBYTECODE is set (the sandbox "
+        "re-imports workflow modules on every run and, without bytecode, compiles them every time)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results alone")
     args = parser.parse_args(argv)
+    if args.pycache:
+        sys.pycache_prefix = str(ROOT / args.pycache)  # ROOT / an absolute path is that path
+        sys.dont_write_bytecode = False
     modes: list[Mode] = ["in-memory"] if args.in_memory else ["file-backed"] if args.file_backed else [*MODES]
     command = " ".join(["python -m bench.b1_interpreter", *(argv if argv is not None else sys.argv[1:])])
     meta_common = {"machine": machine(), "command": command.strip()}

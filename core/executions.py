@@ -8,7 +8,7 @@ import binascii
 import re
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -162,11 +162,11 @@ async def wait_for_result(client: Client, started: Started, seconds: float) -> S
 async def describe_execution(client: Client, execution_id: str) -> dict[str, Any]:
     """Everything API.md's ``GET /executions/{id}`` shows."""
     handle = client.get_workflow_handle(execution_id, result_type=ExecutionSnapshot)
-    description = await _describe(handle)
+    description = await describe_handle(handle)
     snapshot = await _snapshot(handle, description)
     # A closed run's Temporal status is the truth (a terminated run never recorded its own end).
     closed = _STATUS_STATE.get(description.status) if description.status else None
-    state = closed.value if closed else snapshot.get("state") or _state_of(description)
+    state = closed.value if closed else snapshot.get("state") or state_of(description)
     return {
         "execution_id": execution_id,
         "run_id": description.run_id,
@@ -190,7 +190,7 @@ async def describe_execution(client: Client, execution_id: str) -> dict[str, Any
 async def execution_history(client: Client, execution_id: str) -> list[dict[str, Any]]:
     """The recorded state transitions of an execution."""
     handle = client.get_workflow_handle(execution_id)
-    await _describe(handle)
+    await describe_handle(handle)
     try:
         transitions = await handle.query(names.QUERY_HISTORY, rpc_timeout=_QUERY_TIMEOUT)
     except (RPCError, WorkflowQueryFailedError) as exc:
@@ -203,12 +203,12 @@ async def cancel_execution(
 ) -> str:
     """Request cancellation (cleanup steps run) or terminate (nothing more runs) a running execution."""
     handle = client.get_workflow_handle(execution_id)
-    description = await _describe(handle)
+    description = await describe_handle(handle)
     if description.status != WorkflowExecutionStatus.RUNNING:
         raise Conflict(
             "EXECUTION_CLOSED",
-            f"execution {execution_id} is already {_state_of(description)}",
-            {"state": _state_of(description)},
+            f"execution {execution_id} is already {state_of(description)}",
+            {"state": state_of(description)},
         )
     if terminate:
         await handle.terminate(reason=reason or "terminated through the API")
@@ -235,10 +235,7 @@ async def list_executions(
     page_token: str | None = None,
 ) -> Page:
     """Executions newest first, filtered through Temporal visibility."""
-    clauses = [f"WorkflowType = '{names.DEFINITION_WORKFLOW}'"]
-    for key, value in ((names.SA_DEFINITION, definition), (names.SA_STATE, state), (names.SA_STAGE, stage)):
-        if value is not None:
-            clauses.append(f"{key.name} = '{_quote(value)}'")
+    query = visibility_query(definition=definition, state=state, stage=stage)
     token: bytes | None = None
     if page_token:
         try:
@@ -247,7 +244,7 @@ async def list_executions(
             raise BadRequest(
                 "INVALID_PAGE_TOKEN", "page_token is not one this API issued", {"field": "page_token"}
             ) from None
-    iterator = client.list_workflows(" AND ".join(clauses), page_size=limit, next_page_token=token)
+    iterator = client.list_workflows(query, page_size=limit, next_page_token=token)
     try:
         await iterator.fetch_next_page(page_size=limit)
     except RPCError as exc:
@@ -275,11 +272,35 @@ async def list_executions(
     return Page(rows, base64.urlsafe_b64encode(next_token).decode() if next_token else None)
 
 
+def visibility_query(
+    *,
+    definition: str | None = None,
+    state: str | None = None,
+    stage: str | None = None,
+    started_after: datetime | None = None,
+    started_before: datetime | None = None,
+) -> str:
+    """A visibility query for Conveyor executions matching every filter given."""
+    clauses = [f"WorkflowType = '{names.DEFINITION_WORKFLOW}'"]
+    for key, value in ((names.SA_DEFINITION, definition), (names.SA_STATE, state), (names.SA_STAGE, stage)):
+        if value is not None:
+            clauses.append(f"{key.name} = '{_quote(value)}'")
+    if started_after is not None:
+        clauses.append(f"StartTime >= '{_instant(started_after)}'")
+    if started_before is not None:
+        clauses.append(f"StartTime < '{_instant(started_before)}'")
+    return " AND ".join(clauses)
+
+
+def _instant(moment: datetime) -> str:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
-async def _describe(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescription:
+async def describe_handle(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescription:
     try:
         return await handle.describe()
     except RPCError as exc:
@@ -290,7 +311,7 @@ async def _describe(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescri
         raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
 
 
-def _state_of(description: WorkflowExecutionDescription) -> str:
+def state_of(description: WorkflowExecutionDescription) -> str:
     if description.status in _STATUS_STATE:
         return _STATUS_STATE[description.status].value
     state = description.typed_search_attributes.get(names.SA_STATE)
@@ -299,7 +320,7 @@ def _state_of(description: WorkflowExecutionDescription) -> str:
 
 async def _current_state(client: Client, workflow_id: str) -> str:
     try:
-        return _state_of(await client.get_workflow_handle(workflow_id).describe())
+        return state_of(await client.get_workflow_handle(workflow_id).describe())
     except RPCError:
         return ExecutionState.QUEUED.value
 
@@ -332,5 +353,5 @@ async def _snapshot(
         )
     except (RPCError, WorkflowQueryFailedError):
         # No worker could answer (or the run was terminated before it started): visibility is all there is.
-        return {"state": _state_of(description)}
+        return {"state": state_of(description)}
     return asdict(snapshot)

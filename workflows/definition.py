@@ -61,6 +61,18 @@ class Defaults(_Frozen):
     retry: RetrySpec = RetrySpec()
 
 
+class FailurePolicy(_Frozen):
+    """What happens when a step fails for good (after its own retries).
+
+    System errors are retried as a whole execution after each of ``retries`` (RETRYING -> QUEUED); data
+    errors are not. Then the execution is parked in SUSPENDED for an operator (``retry``, ``skip``,
+    ``cancel``), or fails at once when ``suspend`` is false. A ``fail`` step always fails at once.
+    """
+
+    suspend: bool = True
+    retries: tuple[Seconds, ...] = (60.0, 120.0, 240.0)
+
+
 class Limits(_Frozen):
     """Bounds on a whole execution."""
 
@@ -122,6 +134,7 @@ class Definition(_Frozen):
     vars: dict[str, Any] = Field(default_factory=dict)
     defaults: Defaults = Defaults()
     limits: Limits = Limits()
+    failure: FailurePolicy = FailurePolicy()
     steps: tuple[Step, ...] = Field(min_length=1)
     on_error: tuple[Step, ...] = ()
     output: Any = None

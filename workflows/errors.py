@@ -17,7 +17,26 @@ STEP_TIMEOUT: Final = "StepTimeout"
 CANCELLED: Final = "Cancelled"
 FAILED_BY_DEFINITION: Final = "FAILED_BY_DEFINITION"
 
+VALIDATION_FAILED: Final = "ValidationFailed"
+INPUT_INVALID: Final = "InputInvalid"
+INVALID_STATE: Final = "InvalidState"
+"""A control request (retry, skip, suspend, resume) that does not fit the execution's state."""
+
 NON_RETRYABLE: Final = frozenset(
-    {CONFIG_INVALID, EXPRESSION_FAILED, SECRET_MISSING, HTTP_CLIENT_ERROR, RESPONSE_TOO_LARGE}
+    {
+        CONFIG_INVALID,
+        EXPRESSION_FAILED,
+        SECRET_MISSING,
+        HTTP_CLIENT_ERROR,
+        RESPONSE_TOO_LARGE,
+        VALIDATION_FAILED,
+    }
 )
-"""Types no retry can fix: the definition or the data is wrong."""
+"""Data and validation errors: the definition or the data is wrong, so no retry can fix them. An execution
+that fails with one is parked (SUSPENDED) for a person at once; any other error is a system error, retried
+by the activity's policy and then by the definition's workflow-level ``failure.retries``."""
+
+
+def is_data_error(code: str) -> bool:
+    """Whether an error type means "fix the data", not "try again later"."""
+    return code in NON_RETRYABLE

@@ -8,12 +8,12 @@ here; every side effect is an activity whose type is the step type and whose sum
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -27,9 +27,17 @@ with workflow.unsafe.imports_passed_through():
         dependencies,
         parse_structure,
     )
+    from workflows.inputs import input_problems, merge_patch
     from workflows.messages import (
+        ControlRequest,
+        ControlResult,
+        EventsRequest,
+        ExecutionEvent,
         ExecutionInput,
         ExecutionSnapshot,
+        LogEntry,
+        RetryRequest,
+        SkipRequest,
         StepError,
         StepOutcome,
         StepRecord,
@@ -51,13 +59,35 @@ PATCH_CANCELLED_ACTIVITY = "cancelled-activity-step-is-cancelled"
 """Histories from before it recorded a cancelled activity step as failed (and a cancelled execution as
 failed when an activity was running)."""
 
+PATCH_PARK_ON_FAILURE = "park-on-failure"
+"""Histories from before it failed an execution at the first failed step, with no workflow-level retry,
+no SUSPENDED state and no ``ConveyorError`` search attribute."""
+
+DONE = frozenset({"completed", "skipped", "recovered"})
+"""Step statuses a resumed execution does not run again."""
+
+MAX_EVENTS = 10_000
+"""Events and log lines kept per run; older ones are dropped first (long loops continue-as-new)."""
+
 
 class StepFailed(Exception):
-    """A step failed for good (after its retries); carries the error the execution reports."""
+    """A step failed for good (after its retries); carries the error the execution reports.
 
-    def __init__(self, error: StepError) -> None:
+    ``final`` failures (a ``fail`` step) end the execution: no workflow-level retry, no parking.
+    """
+
+    def __init__(self, error: StepError, *, final: bool = False) -> None:
         super().__init__(f"{error.step}: {error.code}: {error.message}")
         self.error = error
+        self.final = final
+
+
+class Decision:
+    """An operator's answer to a parked execution, handed from an update handler to the run loop."""
+
+    def __init__(self, action: str, request: RetryRequest | SkipRequest) -> None:
+        self.action = action
+        self.request = request
 
 
 class EndExecution(Exception):
@@ -93,6 +123,14 @@ class DefinitionWorkflow:
         self._output: Any = None
         self._error: StepError | None = None
         self._closed_at: str | None = None
+        self._events: list[ExecutionEvent] = []
+        self._logs: list[LogEntry] = []
+        self._parked: StepFailed | None = None
+        self._decision: Decision | None = None
+        self._pause: ControlRequest | None = None
+        self._retries_used = 0
+        self._signals: dict[str, list[Any]] = {}
+        self._top_level = {child: step.id for step in self._definition.steps for _, child in _walk_one(step)}
         info = workflow.info()
         self._execution: dict[str, Any] = {
             "id": info.workflow_id,
@@ -114,15 +152,24 @@ class DefinitionWorkflow:
             )
         started = workflow.info().workflow_start_time.isoformat()
         self._move(ExecutionState.QUEUED, "started", at=started, actor=request.actor)
+        self._event("started", data={"definition": request.name, "version": request.version})
         self._move(ExecutionState.PROCESSING, "picked up by a worker")
         try:
-            await self._run_block(self._definition.steps)
-            self._output = self._final_output()
+            while True:
+                try:
+                    await self._run_block(self._definition.steps)
+                    self._output = self._final_output()
+                    break
+                except StepFailed as failure:
+                    if not await self._recover(failure):
+                        raise
         except EndExecution as end:
             self._output = end.output
         except StepFailed as failure:
             self._error = failure.error
-            self._move(ExecutionState.FAILED, failure.error.message, step=failure.error.step)
+            if self._state is not ExecutionState.FAILED:
+                self._move(ExecutionState.FAILED, failure.error.message, step=failure.error.step)
+            self._event("failed", failure.error.step, {"error": _error_view(failure.error)})
             await self._run_cleanup()
             self._closed_at = self._now()
             where = f"step {failure.error.step}" if failure.error.step else "execution"
@@ -134,13 +181,185 @@ class DefinitionWorkflow:
             ) from None
         except asyncio.CancelledError:
             self._error = StepError(code=errors.CANCELLED, message="execution cancelled")
+            if self._state is ExecutionState.RETRYING:  # the table leaves RETRYING only for QUEUED
+                self._move(ExecutionState.QUEUED, "cancelled while waiting to retry")
             self._move(ExecutionState.CANCELLED, "cancellation requested")
+            self._event("cancelled")
             await self._run_cleanup()
             self._closed_at = self._now()
             raise
         self._move(ExecutionState.COMPLETED, "all steps finished")
+        self._event("completed", data={"output": self._output})
         self._closed_at = self._now()
         return self.describe()
+
+    async def _recover(self, failure: StepFailed) -> bool:
+        """Retry the execution later or park it for an operator; False when it is to fail for good."""
+        if not workflow.patched(PATCH_PARK_ON_FAILURE):
+            return False
+        error = failure.error
+        self._error = error
+        self._move(ExecutionState.FAILED, error.message, step=error.step, metadata={"code": error.code})
+        workflow.upsert_search_attributes([names.SA_ERROR.value_set(error.code)])
+        policy = self._definition.failure
+        if failure.final:
+            return False
+        if not errors.is_data_error(error.code) and self._retries_used < len(policy.retries):
+            delay = policy.retries[self._retries_used]
+            self._retries_used += 1
+            self._move(ExecutionState.RETRYING, f"retry {self._retries_used} in {delay:g}s", step=error.step)
+            self._event("retrying", error.step, {"attempt": self._retries_used, "delay_s": delay})
+            self._log("warning", f"execution retry {self._retries_used} in {delay:g}s", error.step)
+            await workflow.sleep(timedelta(seconds=delay), summary=f"retry {self._retries_used}")
+            self._reset_for_retry(None)
+            self._move(ExecutionState.QUEUED, "retrying after a system error", step=error.step)
+            self._move(ExecutionState.PROCESSING, "picked up again")
+            return True
+        if not policy.suspend:
+            return False
+        self._parked = failure
+        self._move(ExecutionState.SUSPENDED, f"parked for an operator: {error.message}", step=error.step)
+        self._event("suspended", error.step, {"error": _error_view(error)})
+        await workflow.wait_condition(lambda: self._decision is not None)
+        decision, self._decision, self._parked = self._decision, None, None
+        assert decision is not None
+        actor = decision.request.actor
+        if isinstance(decision.request, RetryRequest):
+            if decision.request.input_patch is not None:
+                self._request.input = merge_patch(self._request.input, decision.request.input_patch)
+            self._reset_for_retry(decision.request.from_step)
+            reason = f"retry from {decision.request.from_step or error.step}"
+        else:
+            self._skip_failed(error, decision.request.output)
+            reason = f"skipped {error.step}"
+        self._error = None
+        self._move(ExecutionState.QUEUED, reason, step=error.step, actor=actor)
+        self._event("resumed", error.step, {"action": decision.action, "actor": actor})
+        self._move(ExecutionState.PROCESSING, "picked up again")
+        return True
+
+    # -- control updates ----------------------------------------------------------------------------------
+
+    @workflow.update(name=names.UPDATE_RETRY)
+    async def retry(self, request: RetryRequest) -> ControlResult:
+        """Resume a parked execution by running its failed step (or ``from_step``) again."""
+        self._decision = Decision("retry", request)
+        return ControlResult(state=ExecutionState.QUEUED.value, message="retry accepted")
+
+    @retry.validator
+    def _check_retry(self, request: RetryRequest) -> None:
+        self._require_parked("retry")
+        if request.from_step is not None and request.from_step not in {s.id for s in self._definition.steps}:
+            raise ApplicationError(
+                f"from_step {request.from_step!r} is not a top-level step of this definition",
+                {"field": "from_step"},
+                type=errors.INPUT_INVALID,
+            )
+        if request.input_patch is not None:
+            patched = merge_patch(self._request.input, request.input_patch)
+            problems = input_problems(self._definition.input, patched)
+            if problems:
+                raise ApplicationError(
+                    "the patched input does not match the input schema",
+                    {"problems": problems},
+                    type=errors.INPUT_INVALID,
+                )
+
+    @workflow.update(name=names.UPDATE_SKIP)
+    async def skip(self, request: SkipRequest) -> ControlResult:
+        """Resume a parked execution past its failed step, which takes ``output`` as its output."""
+        self._decision = Decision("skip", request)
+        return ControlResult(state=ExecutionState.QUEUED.value, message="skip accepted")
+
+    @skip.validator
+    def _check_skip(self, request: SkipRequest) -> None:
+        self._require_parked("skip")
+
+    @workflow.update(name=names.UPDATE_SUSPEND)
+    async def suspend(self, request: ControlRequest) -> ControlResult:
+        """Park a running execution at its next step boundary, until ``resume``."""
+        self._pause = request
+        self._log("info", f"suspend requested{f': {request.reason}' if request.reason else ''}", None)
+        return ControlResult(state=self._state.value, message="suspends at the next step boundary")
+
+    @suspend.validator
+    def _check_suspend(self, request: ControlRequest) -> None:
+        if self._state not in (ExecutionState.PROCESSING, ExecutionState.WAITING) or self._pause is not None:
+            raise self._invalid_state("suspend", "a running execution that is not already suspending")
+
+    @workflow.update(name=names.UPDATE_RESUME)
+    async def resume(self, request: ControlRequest) -> ControlResult:
+        """Continue an execution suspended by ``suspend`` (or cancel a suspend not yet in effect)."""
+        self._pause = None
+        return ControlResult(state=self._state.value, message="resumed")
+
+    @resume.validator
+    def _check_resume(self, request: ControlRequest) -> None:
+        if self._pause is None:
+            raise self._invalid_state("resume", "an execution suspended with `suspend`")
+
+    @workflow.signal(dynamic=True)
+    def signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """Any named signal (``temporal workflow signal --name approve``): kept for the steps that wait."""
+        payload = workflow.payload_converter().from_payload(args[0].payload) if args else None
+        self._signals.setdefault(name, []).append(payload)
+        self._log("info", f"signal {name} received", None, {"signal": name})
+        self._event("signal", data={"name": name})
+
+    def _require_parked(self, action: str) -> None:
+        if self._state is not ExecutionState.SUSPENDED or self._parked is None or self._decision is not None:
+            raise self._invalid_state(action, "an execution SUSPENDED after a failed step")
+
+    def _invalid_state(self, action: str, needs: str) -> ApplicationError:
+        return ApplicationError(
+            f"{action} needs {needs}; this one is {self._state.value}",
+            {"state": self._state.value, "action": action},
+            type=errors.INVALID_STATE,
+        )
+
+    async def _boundary(self) -> None:
+        """Where an operator's ``suspend`` takes effect: before a step starts."""
+        if self._pause is None:
+            return
+        if self._state is ExecutionState.PROCESSING:
+            self._move(
+                ExecutionState.SUSPENDED,
+                self._pause.reason or "suspended by an operator",
+                actor=self._pause.actor,
+            )
+            self._event("suspended", data={"by": self._pause.actor, "reason": self._pause.reason})
+        await workflow.wait_condition(lambda: self._pause is None)
+        if self._state is ExecutionState.SUSPENDED:
+            self._move(ExecutionState.QUEUED, "resumed by an operator")
+            self._event("resumed", data={"action": "resume"})
+            self._move(ExecutionState.PROCESSING, "picked up again")
+
+    def _reset_for_retry(self, from_step: str | None) -> None:
+        """Mark what must run again: unfinished top-level steps, and ``from_step`` with all after it."""
+        block = self._definition.steps
+        again = {
+            step.id
+            for step in block
+            if self._records[step.id].status not in DONE
+            and not (self._records[step.id].status == "failed" and _tolerates_failure(step))
+        }
+        if from_step is not None:
+            again |= _downstream(block, from_step)
+        for step in block:
+            if step.id in again:
+                for _, child in _walk_one(step):
+                    record = self._records[child]
+                    self._records[child] = StepRecord(id=record.id, type=record.type)
+                    self._steps_view.pop(child, None)
+
+    def _skip_failed(self, error: StepError, output: Any) -> None:
+        """The top-level step holding the failure counts as skipped with ``output``; its cancelled
+        siblings run again."""
+        failed_top = self._top_level.get(error.step or "", error.step or "")
+        for step in self._definition.steps:
+            if step.id == failed_top:
+                self._finish(self._records[step.id], "skipped", output=output)
+        self._reset_for_retry(None)
 
     @workflow.query(name=names.QUERY_DESCRIBE)
     def describe(self) -> ExecutionSnapshot:
@@ -162,6 +381,16 @@ class DefinitionWorkflow:
     def history(self) -> list[Transition]:
         """Every state transition so far, oldest first."""
         return list(self._transitions)
+
+    @workflow.query(name=names.QUERY_EVENTS)
+    def events(self, request: EventsRequest) -> list[ExecutionEvent]:
+        """Events after sequence number ``request.after``, oldest first."""
+        return [event for event in self._events if event.seq > request.after]
+
+    @workflow.query(name=names.QUERY_LOGS)
+    def logs(self) -> list[LogEntry]:
+        """The execution's log lines, oldest first."""
+        return list(self._logs)
 
     # -- flow ---------------------------------------------------------------------------------------------
 
@@ -194,6 +423,9 @@ class DefinitionWorkflow:
 
     async def _run_step(self, step: Step) -> None:
         record = self._records[step.id]
+        if record.status != "pending":  # done before this execution was resumed
+            return
+        await self._boundary()
         try:
             if step.when is not None and not expressions.truthy(self._render(step, step.when, "when")):
                 self._finish(record, "skipped")
@@ -204,6 +436,7 @@ class DefinitionWorkflow:
         record.status = "running"
         record.started_at = self._now()
         self._running.append(step.id)
+        self._event("step_started", step.id, {"type": step.type})
         try:
             raw = await self._execute(step, record)
             output = raw if step.output is None else self._render(step, step.output, "output", output=raw)
@@ -258,7 +491,9 @@ class DefinitionWorkflow:
                 return None
             case "fail":
                 config = self._config(step, FailConfig)
-                raise StepFailed(StepError(code=config.error_code, message=config.message, step=step.id))
+                raise StepFailed(
+                    StepError(code=config.error_code, message=config.message, step=step.id), final=True
+                )
             case "succeed":
                 raise EndExecution(self._config(step, SucceedConfig).output)
         raise StepFailed(
@@ -319,8 +554,16 @@ class DefinitionWorkflow:
                 raise asyncio.CancelledError() from None
             exhausted = exc.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED
             record.attempts = retry.max_attempts if exhausted else max(record.attempts, 1)
-            raise StepFailed(_activity_error(step.id, exc)) from None
+            error = _activity_error(step.id, exc)
+            self._log("error", f"{error.code}: {error.message} (attempts: {record.attempts})", step.id)
+            raise StepFailed(error) from None
         record.attempts = outcome.attempt
+        for line in outcome.logs:
+            self._log(
+                str(line.get("level", "info")), str(line.get("message", "")), step.id, line.get("metadata")
+            )
+        if outcome.attempt > 1:
+            self._log("info", f"succeeded on attempt {outcome.attempt}", step.id)
         return outcome.output
 
     async def _run_cleanup(self) -> None:
@@ -375,6 +618,12 @@ class DefinitionWorkflow:
             "output": output,
             "error": _error_view(error) if error else None,
         }
+        kind = _STEP_EVENTS.get(status)
+        if kind is not None:
+            data: dict[str, Any] = {"status": status}
+            if error is not None:
+                data["error"] = _error_view(error)
+            self._event(kind, record.id, data)
 
     def _final_output(self) -> Any:
         if self._definition.output is not None:
@@ -393,6 +642,7 @@ class DefinitionWorkflow:
         at: str | None = None,
         step: str | None = None,
         actor: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         check_transition(self._state, target)
         self._transitions.append(
@@ -403,15 +653,66 @@ class DefinitionWorkflow:
                 reason=reason,
                 step=step,
                 actor=actor,
+                metadata=metadata or {},
             )
         )
         self._state = target
         if target is not ExecutionState.QUEUED:  # QUEUED is set by the client when it starts the run
             workflow.upsert_search_attributes([names.SA_STATE.value_set(target.value)])
 
+    def _event(self, kind: str, step: str | None = None, data: dict[str, Any] | None = None) -> None:
+        seq = self._events[-1].seq + 1 if self._events else 1
+        self._events.append(ExecutionEvent(seq=seq, type=kind, at=self._now(), step=step, data=data or {}))
+        if len(self._events) > MAX_EVENTS:
+            del self._events[0]
+
+    def _log(self, level: str, message: str, step: str | None, metadata: Any = None) -> None:
+        seq = self._logs[-1].seq + 1 if self._logs else 1
+        meta = metadata if isinstance(metadata, dict) else {}
+        self._logs.append(
+            LogEntry(seq=seq, at=self._now(), level=level, message=message, step=step, metadata=meta)
+        )
+        if len(self._logs) > MAX_EVENTS:
+            del self._logs[0]
+
     @staticmethod
     def _now() -> str:
         return workflow.now().isoformat()
+
+
+_STEP_EVENTS = {
+    "completed": "step_completed",
+    "recovered": "step_completed",
+    "failed": "step_failed",
+    "skipped": "step_skipped",
+}
+
+
+def _walk_one(step: Step) -> list[tuple[str, str]]:
+    """A step's id and the ids of every step nested in it, as (parent, id) pairs."""
+    found = [(step.id, step.id)]
+    for _, children in step.children():
+        for child in children:
+            found += [(step.id, nested) for _, nested in _walk_one(child)]
+    return found
+
+
+def _tolerates_failure(step: Step) -> bool:
+    return step.optional or step.on_error == "continue"
+
+
+def _downstream(block: tuple[Step, ...], start: str) -> set[str]:
+    """``start`` and every step of ``block`` that waits for it, directly or not."""
+    waits_for = dependencies(block)
+    found = {start}
+    changed = True
+    while changed:
+        changed = False
+        for step_id, deps in waits_for.items():
+            if step_id not in found and found.intersection(deps):
+                found.add(step_id)
+                changed = True
+    return found
 
 
 def _error_view(error: StepError) -> dict[str, Any]:

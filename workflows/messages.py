@@ -91,6 +91,8 @@ class StepOutcome:
 
     output: Any
     attempt: int = 1
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    """Lines for the execution's log (``level``, ``message``, ``metadata``), e.g. an HTTP call summary."""
 
 
 @dataclass

@@ -25,6 +25,7 @@ PASSTHROUGH_MODULES = (
     "workflows.durations",
     "workflows.errors",
     "workflows.expressions",
+    "workflows.inputs",
     "workflows.messages",
     "workflows.states",
     "workflows.steps",

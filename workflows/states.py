@@ -28,7 +28,8 @@ S = ExecutionState
 TRANSITIONS: dict[ExecutionState, frozenset[ExecutionState]] = {
     S.CREATED: frozenset({S.QUEUED}),
     S.QUEUED: frozenset({S.PROCESSING, S.CANCELLED}),
-    S.PROCESSING: frozenset({S.COMPLETED, S.FAILED, S.WAITING, S.CANCELLED}),
+    # PROCESSING -> SUSPENDED is an operator's `suspend`, taking effect at the next step boundary.
+    S.PROCESSING: frozenset({S.COMPLETED, S.FAILED, S.WAITING, S.CANCELLED, S.SUSPENDED}),
     S.WAITING: frozenset({S.PROCESSING, S.CANCELLED}),
     S.FAILED: frozenset({S.RETRYING, S.SUSPENDED}),
     S.RETRYING: frozenset({S.QUEUED}),

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, Field
 
 from api.auth import Operator, Viewer
 from api.deps import SessionDep, SettingsDep, TemporalDep
+from core import control
 from core import executions as service
 
 router = APIRouter(prefix="/api/v1", tags=["executions"])
@@ -157,6 +159,68 @@ async def list_executions(
     )
 
 
+class RetryBody(BaseModel):
+    from_step: str | None = Field(default=None, description="a top-level step to run again from")
+    input_patch: dict[str, Any] | None = Field(
+        default=None, description="JSON Merge Patch applied to the input first (null deletes a key)"
+    )
+
+
+class SkipBody(BaseModel):
+    output: Any = Field(default=None, description="the output the skipped step is to have")
+
+
+class SuspendBody(BaseModel):
+    reason: str = ""
+
+
+class SignalBody(BaseModel):
+    payload: Any = None
+
+
+class ControlAnswer(BaseModel):
+    execution_id: str
+    state: str
+    message: str
+
+
+class BulkFilterBody(BaseModel):
+    definition: str | None = None
+    state: str | None = None
+    stage: str | None = None
+    started_after: datetime | None = None
+    started_before: datetime | None = None
+
+
+class BulkBody(BaseModel):
+    filter: BulkFilterBody = Field(default_factory=BulkFilterBody)
+    dry_run: bool = Field(default=True, description="count what matches, change nothing (the default)")
+
+
+class BulkAnswer(BaseModel):
+    action: str
+    matched: int
+    dry_run: bool
+    succeeded: int
+    failed: list[dict[str, Any]]
+    execution_ids: list[str]
+
+
+@router.post("/executions/bulk/{action}", response_model=BulkAnswer)
+async def bulk_action(
+    action: Literal["retry", "cancel", "resume"], body: BulkBody, temporal: TemporalDep, caller: Operator
+) -> BulkAnswer:
+    """Retry, cancel or resume every execution matching the filter; ``dry_run`` (default) only counts."""
+    report = await control.bulk(
+        temporal,
+        action,
+        control.BulkFilter(**body.filter.model_dump()),
+        dry_run=body.dry_run,
+        actor=caller.name,
+    )
+    return BulkAnswer(**asdict(report))
+
+
 # Execution ids hold a "/" (``<definition>/<id>``), so the id is a path parameter and the routes with a
 # suffix are declared before the bare one, which would otherwise swallow them.
 
@@ -186,6 +250,64 @@ async def terminate_execution(
     """Stop at once: nothing more runs, not even cleanup steps."""
     result = await service.cancel_execution(temporal, execution_id, terminate=True, reason=request.reason)
     return ControlResponse(execution_id=execution_id, result=result)
+
+
+@router.post("/executions/{execution_id:path}/retry", response_model=ControlAnswer)
+async def retry_execution(
+    temporal: TemporalDep,
+    caller: Operator,
+    execution_id: str,
+    body: RetryBody = Body(default_factory=RetryBody),
+) -> ControlAnswer:
+    """SUSPENDED: run the failed step (or ``from_step``) again, with the input patched; closed: a new run."""
+    result = await control.retry_execution(
+        temporal, execution_id, from_step=body.from_step, input_patch=body.input_patch, actor=caller.name
+    )
+    return ControlAnswer(execution_id=execution_id, state=result.state, message=result.message)
+
+
+@router.post("/executions/{execution_id:path}/skip", response_model=ControlAnswer)
+async def skip_step(
+    temporal: TemporalDep,
+    caller: Operator,
+    execution_id: str,
+    body: SkipBody = Body(default_factory=SkipBody),
+) -> ControlAnswer:
+    """SUSPENDED: go on past the failed step, which takes ``output``."""
+    result = await control.skip_step(temporal, execution_id, output=body.output, actor=caller.name)
+    return ControlAnswer(execution_id=execution_id, state=result.state, message=result.message)
+
+
+@router.post("/executions/{execution_id:path}/suspend", response_model=ControlAnswer)
+async def suspend_execution(
+    temporal: TemporalDep,
+    caller: Operator,
+    execution_id: str,
+    body: SuspendBody = Body(default_factory=SuspendBody),
+) -> ControlAnswer:
+    """Park a running execution at its next step boundary, until ``resume``."""
+    result = await control.suspend_execution(temporal, execution_id, reason=body.reason, actor=caller.name)
+    return ControlAnswer(execution_id=execution_id, state=result.state, message=result.message)
+
+
+@router.post("/executions/{execution_id:path}/resume", response_model=ControlAnswer)
+async def resume_execution(temporal: TemporalDep, caller: Operator, execution_id: str) -> ControlAnswer:
+    """Continue an execution parked by ``suspend``."""
+    result = await control.resume_execution(temporal, execution_id, actor=caller.name)
+    return ControlAnswer(execution_id=execution_id, state=result.state, message=result.message)
+
+
+@router.post("/executions/{execution_id:path}/signals/{name}", response_model=ControlAnswer, status_code=202)
+async def signal_execution(
+    temporal: TemporalDep,
+    _caller: Operator,
+    execution_id: str,
+    name: str,
+    body: SignalBody = Body(default_factory=SignalBody),
+) -> ControlAnswer:
+    """Send a named signal (as ``temporal workflow signal --name``), e.g. ``approve`` for a ``wait`` step."""
+    await control.signal_execution(temporal, execution_id, name, body.payload)
+    return ControlAnswer(execution_id=execution_id, state="", message=f"signal {name} sent")
 
 
 @router.get("/executions/{execution_id:path}", response_model=ExecutionView)

@@ -11,11 +11,18 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from core import names
 from workflows.messages import ExecutionInput, ExecutionSnapshot
 
+FAIL_FAST = {"suspend": False, "retries": []}
+
 
 async def start(
     client: Client, task_queue: str, definition: dict[str, Any], input: dict[str, Any] | None = None
 ) -> WorkflowHandle[Any, ExecutionSnapshot]:
-    """Start ``definition`` (version 1) on ``task_queue`` with a fresh workflow id."""
+    """Start ``definition`` (version 1) on ``task_queue`` with a fresh workflow id.
+
+    Definitions that do not say how to handle failure fail at once here (``FAIL_FAST``), so a test of a
+    failing step need not wait out workflow-level retries or operate a parked execution.
+    """
+    definition = {"failure": FAIL_FAST, **definition}
     name = definition["name"]
     return await client.start_workflow(
         names.DEFINITION_WORKFLOW,

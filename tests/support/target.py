@@ -26,6 +26,7 @@ class Target:
         self.requests: list[dict[str, Any]] = []
         self.counts: defaultdict[str, int] = defaultdict(int)
         self.url = ""
+        self.gates: dict[str, bool] = {}
         self.token = "s3cr3t-token"
         """The value the test settings give ``secrets.TARGET_TOKEN``."""
         app = self.app
@@ -72,6 +73,14 @@ class Target:
         @app.get("/big")
         async def big(size: int) -> Response:
             return Response(b"x" * size, media_type="text/plain")
+
+        @app.get("/gate/{name}")
+        async def gate(name: str) -> JSONResponse:
+            """422 while gate ``name`` is closed (the default), 200 once a test opened it."""
+            self.counts[f"gate/{name}"] += 1
+            if self.gates.get(name):
+                return JSONResponse({"gate": name, "open": True})
+            return JSONResponse({"gate": name, "open": False}, status_code=422)
 
         @app.get("/health")
         async def health() -> JSONResponse:

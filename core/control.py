@@ -1,0 +1,218 @@
+"""Operator control of executions: retry, skip, suspend, resume, signals, and the same in bulk."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from core import names
+from core.errors import BadRequest, Conflict, ConveyorError, NotFound, Unavailable, Unprocessable
+from core.executions import describe_handle, state_of, visibility_query
+from workflows import errors
+from workflows.inputs import merge_patch
+from workflows.messages import (
+    ControlRequest,
+    ControlResult,
+    ExecutionInput,
+    ExecutionSnapshot,
+    RetryRequest,
+    SkipRequest,
+)
+
+_BULK_CONCURRENCY = 20
+
+
+async def retry_execution(
+    client: Client,
+    execution_id: str,
+    *,
+    from_step: str | None = None,
+    input_patch: dict[str, Any] | None = None,
+    actor: str | None = None,
+) -> ControlResult:
+    """A SUSPENDED execution resumes at its failed step (or ``from_step``); a closed one runs again."""
+    handle = client.get_workflow_handle(execution_id)
+    description = await describe_handle(handle)
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        return await _update(
+            client, execution_id, names.UPDATE_RETRY, RetryRequest(from_step, input_patch, actor)
+        )
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        raise Conflict("EXECUTION_COMPLETED", f"execution {execution_id} completed; start a new one instead")
+    if from_step is not None:
+        raise Conflict(
+            "INVALID_STATE", "from_step needs a SUSPENDED execution; a closed one runs again from the start"
+        )
+    return await _rerun(client, execution_id, input_patch, actor)
+
+
+async def skip_step(
+    client: Client, execution_id: str, *, output: Any, actor: str | None = None
+) -> ControlResult:
+    """A SUSPENDED execution goes on past its failed step, which takes ``output``."""
+    return await _update(client, execution_id, names.UPDATE_SKIP, SkipRequest(output=output, actor=actor))
+
+
+async def suspend_execution(
+    client: Client, execution_id: str, *, reason: str = "", actor: str | None = None
+) -> ControlResult:
+    """Park a running execution at its next step boundary."""
+    return await _update(
+        client, execution_id, names.UPDATE_SUSPEND, ControlRequest(actor=actor, reason=reason)
+    )
+
+
+async def resume_execution(client: Client, execution_id: str, *, actor: str | None = None) -> ControlResult:
+    """Continue an execution parked by ``suspend``."""
+    return await _update(client, execution_id, names.UPDATE_RESUME, ControlRequest(actor=actor))
+
+
+async def signal_execution(client: Client, execution_id: str, name: str, payload: Any) -> None:
+    """Send the named signal, as ``temporal workflow signal --name`` does."""
+    handle = client.get_workflow_handle(execution_id)
+    description = await describe_handle(handle)
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        raise Conflict("EXECUTION_CLOSED", f"execution {execution_id} is {state_of(description)}")
+    try:
+        await handle.signal(name, payload)
+    except RPCError as exc:
+        raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
+
+
+async def _update(client: Client, execution_id: str, update: str, request: object) -> ControlResult:
+    handle = client.get_workflow_handle(execution_id)
+    description = await describe_handle(handle)
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        state = state_of(description)
+        raise Conflict(
+            "INVALID_STATE", f"{update} needs a running execution; this one is {state}", {"state": state}
+        )
+    try:
+        result: ControlResult = await handle.execute_update(update, request, result_type=ControlResult)
+    except WorkflowUpdateFailedError as exc:
+        # The workflow's validator rejected it: nothing was written to the execution's history.
+        cause = exc.cause
+        if isinstance(cause, ApplicationError):
+            details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+            if cause.type == errors.INPUT_INVALID:
+                raise Unprocessable("INPUT_INVALID", cause.message, details) from None
+            raise Conflict("INVALID_STATE", cause.message, details) from None
+        raise Conflict("INVALID_STATE", str(cause or exc)) from None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise NotFound("EXECUTION_NOT_FOUND", f"no execution {execution_id}") from None
+        raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
+    return result
+
+
+async def _rerun(
+    client: Client, execution_id: str, input_patch: dict[str, Any] | None, actor: str | None
+) -> ControlResult:
+    """Start a closed (failed or cancelled) execution again, as a new run under the same id."""
+    handle = client.get_workflow_handle(execution_id)
+    first = None
+    async for event in handle.fetch_history_events():
+        first = event
+        break
+    if first is None or not first.HasField("workflow_execution_started_event_attributes"):
+        raise NotFound("EXECUTION_NOT_FOUND", f"no history for {execution_id}")
+    started = first.workflow_execution_started_event_attributes
+    [original] = await client.data_converter.decode(started.input.payloads, [ExecutionInput])
+    assert isinstance(original, ExecutionInput)
+    if input_patch is not None:
+        original.input = merge_patch(original.input, input_patch)
+    original.actor = actor
+    description = await describe_handle(handle)
+    try:
+        new = await client.start_workflow(
+            names.DEFINITION_WORKFLOW,
+            original,
+            id=execution_id,
+            task_queue=started.task_queue.name,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            search_attributes=description.typed_search_attributes,
+            result_type=ExecutionSnapshot,
+        )
+    except RPCError as exc:
+        raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
+    return ControlResult(state="QUEUED", message=f"new run {new.result_run_id}")
+
+
+@dataclass
+class BulkFilter:
+    """Which executions a bulk action applies to."""
+
+    definition: str | None = None
+    state: str | None = None
+    stage: str | None = None
+    started_after: datetime | None = None
+    started_before: datetime | None = None
+
+
+@dataclass
+class BulkReport:
+    """What a bulk action did (or, on a dry run, would touch)."""
+
+    action: str
+    matched: int
+    dry_run: bool
+    succeeded: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    execution_ids: list[str] = field(default_factory=list)
+
+
+BULK_ACTIONS = ("retry", "cancel", "resume")
+
+
+async def bulk(
+    client: Client, action: str, where: BulkFilter, *, dry_run: bool, actor: str | None
+) -> BulkReport:
+    """Apply ``action`` to every execution matching ``where``; failures are reported, not fatal."""
+    if action not in BULK_ACTIONS:
+        raise BadRequest("INVALID_ACTION", f"bulk actions are {', '.join(BULK_ACTIONS)}", {"action": action})
+    query = visibility_query(**asdict(where))
+    if action in ("cancel", "resume"):
+        query += " AND ExecutionStatus = 'Running'"
+    try:
+        ids = [execution.id async for execution in client.list_workflows(query, page_size=1000)]
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+            raise BadRequest("INVALID_FILTER", exc.message) from exc
+        raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
+    report = BulkReport(action=action, matched=len(ids), dry_run=dry_run, execution_ids=ids[:1000])
+    if dry_run:
+        return report
+    gate = asyncio.Semaphore(_BULK_CONCURRENCY)
+
+    async def apply(execution_id: str) -> None:
+        async with gate:
+            try:
+                if action == "retry":
+                    await retry_execution(client, execution_id, actor=actor)
+                elif action == "resume":
+                    await resume_execution(client, execution_id, actor=actor)
+                else:
+                    await client.get_workflow_handle(execution_id).cancel()
+                report.succeeded += 1
+            except ConveyorError as exc:
+                report.failed.append(
+                    {"execution_id": execution_id, "error_code": exc.error_code, "message": exc.message}
+                )
+            except RPCError as exc:
+                report.failed.append(
+                    {"execution_id": execution_id, "error_code": "TEMPORAL_ERROR", "message": exc.message}
+                )
+
+    await asyncio.gather(*(apply(execution_id) for execution_id in ids))
+    return report

@@ -1,0 +1,216 @@
+"""An execution's live events and its log, read through the interpreter's ``events`` and ``logs`` queries.
+
+The event feed is woken by Temporal's history long-poll (``wait_new_event``): every time the run's history
+grows, the ``events`` query is asked for what came after the last event sent. Nothing sleeps in a loop; when
+history stays quiet for a while the feed yields a keep-alive instead, so proxies keep the connection open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from core import names
+from core.errors import NotFound, Unavailable, Unprocessable
+from workflows.messages import EventsRequest, ExecutionEvent, LogEntry
+
+TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+"""Event types after which an execution's stream has nothing more to say."""
+
+KEEP_ALIVE_S = 15.0
+"""How long history may stay quiet before the feed yields a keep-alive."""
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+"""Log levels from least to most severe; a ``level`` filter keeps that level and the ones after it."""
+
+_QUERY_TIMEOUT = timedelta(seconds=5)
+
+# A run closed without recording its own end (terminated, timed out): the feed ends it with this event.
+_UNRECORDED_END = {
+    WorkflowExecutionStatus.TERMINATED: "cancelled",
+    WorkflowExecutionStatus.TIMED_OUT: "failed",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.COMPLETED: "completed",
+}
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """Yielded by the feed when history stayed quiet for the keep-alive interval."""
+
+
+async def follow_events(
+    client: Client, execution_id: str, *, after: int = 0, keep_alive_s: float | None = None
+) -> AsyncIterator[ExecutionEvent | KeepAlive]:
+    """The events of ``execution_id`` after sequence number ``after``, as they happen.
+
+    Raises :class:`NotFound` here, before anything is yielded, when there is no such execution. Quiet
+    spells of ``keep_alive_s`` (default ``KEEP_ALIVE_S``) yield a :class:`KeepAlive`. The feed ends after
+    a terminal event (completed, failed, cancelled), or when the run has closed and nothing is left to send.
+    """
+    handle = client.get_workflow_handle(execution_id)
+    await _describe(handle)
+    return _feed(handle, after=after, keep_alive_s=keep_alive_s or KEEP_ALIVE_S)
+
+
+async def execution_logs(
+    client: Client, execution_id: str, *, level: str | None = None, step: str | None = None
+) -> list[LogEntry]:
+    """The log of ``execution_id``: entries at ``level`` or more severe, of ``step`` when given."""
+    minimum = _level_rank(level) if level is not None else 0
+    handle = client.get_workflow_handle(execution_id)
+    await _describe(handle)
+    try:
+        entries: list[LogEntry] = await handle.query(
+            names.QUERY_LOGS, result_type=list[LogEntry], rpc_timeout=_QUERY_TIMEOUT
+        )
+    except (RPCError, WorkflowQueryFailedError) as exc:
+        raise Unavailable("QUERY_FAILED", f"could not read the log: {exc}") from exc
+    return [
+        entry
+        for entry in entries
+        if _entry_rank(entry.level) >= minimum and (step is None or entry.step == step)
+    ]
+
+
+async def _feed(
+    handle: WorkflowHandle[Any, Any], *, after: int, keep_alive_s: float
+) -> AsyncIterator[ExecutionEvent | KeepAlive]:
+    last = after
+    woken = asyncio.Event()
+    closed = asyncio.Event()
+    unanswered = False
+    pump = asyncio.create_task(_watch_history(handle, woken, closed))
+    try:
+        woken.set()  # whatever happened before the client connected is sent at once
+        while True:
+            try:
+                await asyncio.wait_for(woken.wait(), timeout=keep_alive_s)
+            except TimeoutError:
+                yield KeepAlive()
+                # A query that went unanswered (no worker polling, say) is asked again at each keep-alive.
+                if not unanswered:
+                    continue
+            woken.clear()
+            # Read before asking: history that closed the run is in before the query that follows sees it.
+            run_closed = closed.is_set()
+            events = await _events_after(handle, last)
+            unanswered = events is None
+            for event in events or []:
+                yield event
+                last = event.seq
+                if event.type in TERMINAL_EVENTS:
+                    return
+            if run_closed and events is not None and not events:
+                ending = await _unrecorded_end(handle, last)
+                if ending is not None:
+                    yield ending
+                return
+            if run_closed and events is None:
+                return  # nobody can answer for the closed run; a reconnect resumes where this left off
+    finally:
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+
+
+async def _watch_history(
+    handle: WorkflowHandle[Any, Any], woken: asyncio.Event, closed: asyncio.Event
+) -> None:
+    """Set ``woken`` on every new history event of the run; set ``closed`` when the run has ended."""
+    while True:
+        try:
+            async for _event in handle.fetch_history_events(wait_new_event=True):
+                woken.set()
+        except RPCError:
+            # The long poll broke (server restart, network): one more look decides whether to poll again.
+            woken.set()
+        try:
+            description = await handle.describe()
+        except RPCError:
+            description = None
+        # A run that continued as new goes on under the same id: follow the new run's history.
+        if description is None or description.status != WorkflowExecutionStatus.RUNNING:
+            closed.set()
+            woken.set()
+            return
+
+
+async def _events_after(handle: WorkflowHandle[Any, Any], after: int) -> list[ExecutionEvent] | None:
+    """New events, or None when the query could not be answered (no worker yet, first task pending)."""
+    try:
+        events: list[ExecutionEvent] = await handle.query(
+            names.QUERY_EVENTS,
+            EventsRequest(after=after),
+            result_type=list[ExecutionEvent],
+            rpc_timeout=_QUERY_TIMEOUT,
+        )
+    except (RPCError, WorkflowQueryFailedError):
+        return None
+    return [event for event in events if event.seq > after]
+
+
+async def _unrecorded_end(handle: WorkflowHandle[Any, Any], last: int) -> ExecutionEvent | None:
+    """The terminal event of a closed run that never recorded one (terminated, timed out), if due."""
+    try:
+        description = await handle.describe()
+    except RPCError:
+        return None
+    kind = _UNRECORDED_END.get(description.status) if description.status else None
+    if kind is None:
+        return None
+    recorded = await _events_after(handle, 0)
+    if recorded is None or (recorded and recorded[-1].type in TERMINAL_EVENTS):
+        return None
+    seq = max([last, *(event.seq for event in recorded)]) + 1
+    at = description.close_time or datetime.now(UTC)
+    return ExecutionEvent(
+        seq=seq,
+        type=kind,
+        at=at.isoformat(),
+        data={"temporal_status": description.status.name if description.status else None},
+    )
+
+
+def _level_rank(level: str) -> int:
+    name = _normalise(level)
+    if name not in LOG_LEVELS:
+        raise Unprocessable(
+            "INVALID_LEVEL", f"level is one of {', '.join(LOG_LEVELS)}; got {level!r}", {"field": "level"}
+        )
+    return LOG_LEVELS.index(name)
+
+
+def _entry_rank(level: str) -> int:
+    name = _normalise(level)
+    return LOG_LEVELS.index(name) if name in LOG_LEVELS else LOG_LEVELS.index("info")
+
+
+def _normalise(level: str) -> str:
+    name = level.strip().lower()
+    return {"warn": "warning", "critical": "error", "fatal": "error"}.get(name, name)
+
+
+async def _describe(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescription:
+    try:
+        return await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise NotFound(
+                "EXECUTION_NOT_FOUND", f"no execution {handle.id}", {"execution_id": handle.id}
+            ) from None
+        raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
