@@ -28,7 +28,7 @@ from core.errors import NotFound, Unavailable, Unprocessable
 from workflows.messages import EventsRequest, ExecutionEvent, LogEntry
 
 TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
-"""Event types after which an execution's stream has nothing more to say."""
+"""Event types that say how an execution ended."""
 
 KEEP_ALIVE_S = 15.0
 """How long history may stay quiet before the feed yields a keep-alive."""
@@ -59,8 +59,10 @@ async def follow_events(
     """The events of ``execution_id`` after sequence number ``after``, as they happen.
 
     Raises :class:`NotFound` here, before anything is yielded, when there is no such execution. Quiet
-    spells of ``keep_alive_s`` (default ``KEEP_ALIVE_S``) yield a :class:`KeepAlive`. The feed ends after
-    a terminal event (completed, failed, cancelled), or when the run has closed and nothing is left to send.
+    spells of ``keep_alive_s`` (default ``KEEP_ALIVE_S``) yield a :class:`KeepAlive`. The feed ends when
+    the run has closed and everything it recorded is sent: a terminal event (completed, failed, cancelled)
+    may be followed by the events of ``on_error`` cleanup steps. A run that closed without recording a
+    terminal event (terminated, timed out) gets one made up for it, numbered after the last.
     """
     handle = client.get_workflow_handle(execution_id)
     await _describe(handle)
@@ -106,22 +108,19 @@ async def _feed(
                 if not unanswered:
                     continue
             woken.clear()
-            # Read before asking: history that closed the run is in before the query that follows sees it.
+            # Read before asking: once the run is closed, the answer that follows is complete.
             run_closed = closed.is_set()
             events = await _events_after(handle, last)
             unanswered = events is None
             for event in events or []:
                 yield event
                 last = event.seq
-                if event.type in TERMINAL_EVENTS:
-                    return
-            if run_closed and events is not None and not events:
-                ending = await _unrecorded_end(handle, last)
+            if run_closed:
+                # Unanswered for a closed run: nobody can answer; a reconnect resumes where this left off.
+                ending = await _unrecorded_end(handle, last) if events is not None else None
                 if ending is not None:
                     yield ending
                 return
-            if run_closed and events is None:
-                return  # nobody can answer for the closed run; a reconnect resumes where this left off
     finally:
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -174,7 +173,7 @@ async def _unrecorded_end(handle: WorkflowHandle[Any, Any], last: int) -> Execut
     if kind is None:
         return None
     recorded = await _events_after(handle, 0)
-    if recorded is None or (recorded and recorded[-1].type in TERMINAL_EVENTS):
+    if recorded is None or any(event.type in TERMINAL_EVENTS for event in recorded):
         return None
     seq = max([last, *(event.seq for event in recorded)]) + 1
     at = description.close_time or datetime.now(UTC)

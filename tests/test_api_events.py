@@ -10,8 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from core import events
+from tests.conftest import api_settings
+from tests.support.api import running_api
 from tests.support.target import Target
 
 FAIL_FAST = {"suspend": False, "retries": []}
@@ -183,10 +187,11 @@ async def test_a_failing_execution_ends_the_stream_with_step_failed_then_failed(
     assert errors and all(e["level"] == "error" and e["step"] == "call" for e in errors)
 
 
-async def test_a_parked_execution_keeps_the_stream_open_until_it_is_cancelled(
+async def test_a_parked_execution_keeps_the_stream_open_until_it_is_cancelled_and_cleaned_up(
     api: httpx.AsyncClient, target: Target
 ) -> None:
-    execution_id = await _start(api, breaking(_name("parks"), target))
+    tidy = [{"id": "tidy", "type": "transform", "with": {"value": "tidied"}}]
+    execution_id = await _start(api, breaking(_name("parks"), target, on_error=tidy))
     reader = asyncio.create_task(read_stream(api, execution_id))
     for _ in range(100):
         view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
@@ -199,8 +204,15 @@ async def test_a_parked_execution_keeps_the_stream_open_until_it_is_cancelled(
     cancelled = await api.post(f"/api/v1/executions/{execution_id}/cancel")
     assert cancelled.status_code == 202, cancelled.text
     stream = await asyncio.wait_for(reader, timeout=30)
-    assert stream.types[-1] == "cancelled"
-    assert stream.types.index("step_failed") < stream.types.index("suspended") < len(stream.types) - 1
+    kinds = [(m.event, m.data["step"]) for m in stream.messages]
+    assert (
+        kinds.index(("step_failed", "call"))
+        < kinds.index(("suspended", "call"))
+        < kinds.index(("cancelled", None))
+    )
+    # The stream ends with the run, so the cleanup steps that ran after the cancellation are in it too.
+    assert ("step_completed", "tidy") in kinds
+    assert [m.id for m in stream.messages] == list(range(1, len(kinds) + 1))
 
 
 async def test_a_quiet_stream_sends_keep_alive_comments(
@@ -293,3 +305,42 @@ async def test_unknown_execution_is_a_json_404(api: httpx.AsyncClient) -> None:
         assert answer.json()["error_code"] == "EXECUTION_NOT_FOUND"
     bad = await api.get("/api/v1/executions/nobody/nothing/events", headers={"Last-Event-ID": "x"})
     assert bad.status_code == 422
+
+
+BOOTSTRAP = "cvk_boot0000_" + "e" * 40
+
+
+async def test_viewers_stream_and_open_streams_hold_no_database_connection(
+    temporal_env: WorkflowEnvironment, task_queue: str, worker: Worker, database_url: str
+) -> None:
+    settings = api_settings(temporal_env, task_queue, database_url, auth="on", bootstrap_admin_key=BOOTSTRAP)
+    async with running_api(settings) as api:
+        admin = {"Authorization": f"Bearer {BOOTSTRAP}"}
+        made = await api.post("/api/v1/api-keys", json={"name": "v", "role": "viewer"}, headers=admin)
+        viewer = {"Authorization": f"Bearer {made.json()['key']}"}
+        document = five_steps(_name("guarded"))
+        document["steps"][1]["with"] = {"duration": "1h"}
+        assert (await api.post("/api/v1/definitions", json=document, headers=admin)).status_code == 201
+        started = await api.post(f"/api/v1/definitions/{document['name']}/executions", json={}, headers=admin)
+        execution_id = started.json()["execution_id"]
+
+        anonymous = await api.get(f"/api/v1/executions/{execution_id}/events")
+        assert anonymous.status_code == 401 and anonymous.json()["error_code"] == "UNAUTHENTICATED"
+        assert (await api.get("/api/v1/stats", headers=viewer)).status_code == 200
+        assert (await api.get(f"/api/v1/executions/{execution_id}/logs", headers=viewer)).status_code == 200
+
+        # More open streams than the database pool has connections: every other request still gets one.
+        readers = [
+            asyncio.create_task(read_stream(api, execution_id, headers=viewer, stop_at="never"))
+            for _ in range(25)
+        ]
+        for _ in range(200):
+            if len(_watching()) == len(readers):
+                break
+            await asyncio.sleep(0.05)
+        assert len(_watching()) == len(readers)
+        listed = await asyncio.wait_for(api.get("/api/v1/definitions", headers=viewer), timeout=5)
+        assert listed.status_code == 200
+        await api.post(f"/api/v1/executions/{execution_id}/terminate", json={}, headers=admin)
+        streams = await asyncio.wait_for(asyncio.gather(*readers), timeout=30)
+        assert all(s.types[0] == "started" and s.types[-1] == "cancelled" for s in streams)

@@ -10,19 +10,15 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.cli import hoist_global_options, parse_sse
-from tests.support.target import Target, free_port, serve
+from tests.support.target import Target, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,15 +106,6 @@ async def state_of(api: httpx.AsyncClient, execution_id: str, wanted: str, secon
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"{execution_id} is {view['state']}, not {wanted}")
-
-
-async def endpoint_missing(api: httpx.AsyncClient, path: str, body: dict[str, Any]) -> bool:
-    """True while the route is not there yet (the id path route answers 405 or a bare 404 in its place)."""
-    answer = await api.post(path, json=body)
-    return answer.status_code in (404, 405) and answer.json()["error_code"] in (
-        "NOT_FOUND",
-        "METHOD_NOT_ALLOWED",
-    )
 
 
 # --- definitions --------------------------------------------------------------------------------------------
@@ -271,14 +258,12 @@ async def test_unreachable_api() -> None:
     assert f"cannot reach the API at {url}" in run.err and "make run" in run.err
 
 
-# --- the lead's control endpoints: these skip until the routes exist ----------------------------------------
+# --- control of running and parked executions -----------------------------------------------------------
 
 
 async def test_retry_and_skip_a_suspended_execution(
     api: httpx.AsyncClient, target: Target, tmp_path: Path
 ) -> None:
-    if await endpoint_missing(api, "/api/v1/executions/cli-caller/probe/retry", {}):
-        pytest.skip("POST /executions/{id}/retry is not there yet")
     await applied(api, tmp_path, caller(target))
     parked = await conveyor(
         api, "start", "cli-caller", "--input", json.dumps({"url": f"{target.url}/status/422"})
@@ -310,8 +295,6 @@ async def test_retry_and_skip_a_suspended_execution(
 
 
 async def test_signal_then_logs(api: httpx.AsyncClient, tmp_path: Path) -> None:
-    if await endpoint_missing(api, "/api/v1/executions/cli-sleeper/probe/signals/approve", {}):
-        pytest.skip("POST /executions/{id}/signals/{name} is not there yet")
     await applied(api, tmp_path, SLEEPER)
     execution_id = (await conveyor(api, "start", "cli-sleeper", "--no-follow", "--json")).json["execution_id"]
     await state_of(api, execution_id, "PROCESSING")
@@ -328,8 +311,6 @@ async def test_signal_then_logs(api: httpx.AsyncClient, tmp_path: Path) -> None:
 
 
 async def test_suspend_and_resume(api: httpx.AsyncClient, tmp_path: Path) -> None:
-    if await endpoint_missing(api, "/api/v1/executions/cli-sleeper/probe/suspend", {}):
-        pytest.skip("POST /executions/{id}/suspend is not there yet")
     document = {
         "name": "cli-steps",
         "steps": [
@@ -352,10 +333,6 @@ async def test_suspend_and_resume(api: httpx.AsyncClient, tmp_path: Path) -> Non
 async def test_bulk_retry_asks_after_a_dry_run(
     api: httpx.AsyncClient, target: Target, tmp_path: Path
 ) -> None:
-    if await endpoint_missing(
-        api, "/api/v1/executions/bulk/retry", {"filter": {"definition": "none"}, "dry_run": True}
-    ):
-        pytest.skip("POST /executions/bulk/{action} is not there yet")
     await applied(api, tmp_path, caller(target))
     url = json.dumps({"url": f"{target.url}/status/422"})
     for _ in range(3):
@@ -386,80 +363,7 @@ async def test_bulk_retry_asks_after_a_dry_run(
     assert nothing.code == 0 and nothing.json["matched"] == 0
 
 
-# --- the event stream, against a stand-in that speaks the SSE contract --------------------------------------
-
-
-class EventsStandIn:
-    """Serves the contract of ``GET /executions/{id}/events`` (id/event/data messages, resumable with
-    Last-Event-ID) before the real route lands: drops the first connection after two events."""
-
-    def __init__(self) -> None:
-        self.app = FastAPI()
-        self.last_event_ids: list[str | None] = []
-        self.delivered = 0
-        steps = ["fetch", "check", "store"]
-        events: list[dict[str, Any]] = [{"type": "started", "step": None, "data": {}}]
-        for step in steps[:2]:
-            events += [
-                {"type": "step_started", "step": step, "data": {"type": "http_request", "attempt": 1}},
-                {"type": "step_completed", "step": step, "data": {}},
-            ]
-        events += [
-            {"type": "step_started", "step": "store", "data": {"type": "http_request", "attempt": 1}},
-            {"type": "step_failed", "step": "store", "data": {"error": {"message": "HTTP 422 from store"}}},
-            {"type": "suspended", "step": "store", "data": {}},
-        ]
-        self.events = [
-            {"seq": n, "at": f"2026-11-22T10:00:{n:02d}+00:00", **event} for n, event in enumerate(events, 1)
-        ]
-
-        @self.app.get("/api/v1/executions/{execution_id:path}/events")
-        async def stream(execution_id: str, request: Request) -> StreamingResponse:
-            seen = request.headers.get("last-event-id")
-            self.last_event_ids.append(seen)
-            after = int(seen or 0)
-            first = len(self.last_event_ids) == 1
-
-            async def messages() -> AsyncIterator[str]:
-                yield ": keep-alive\n\n"
-                for event in self.events[after : 2 if first else None]:
-                    self.delivered = event["seq"]
-                    yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
-
-            return StreamingResponse(messages(), media_type="text/event-stream")
-
-        @self.app.get("/api/v1/executions/{execution_id:path}")
-        async def view(execution_id: str) -> JSONResponse:
-            done = self.delivered == len(self.events)
-            return JSONResponse(
-                {
-                    "execution_id": execution_id,
-                    "state": "SUSPENDED" if done else "PROCESSING",
-                    "temporal_status": "RUNNING",
-                    "steps": [
-                        {"id": s, "type": "http_request", "status": "pending", "attempts": 0}
-                        for s in ("fetch", "check", "store")
-                    ],
-                    "output": None,
-                    "error": {"code": "HTTP_422", "message": "HTTP 422 from store", "step": "store"}
-                    if done
-                    else None,
-                }
-            )
-
-
-async def test_follow_reads_the_event_stream_and_resumes_after_a_drop() -> None:
-    stand_in = EventsStandIn()
-    async with serve(stand_in.app) as url:
-        run = await conveyor(url, "execution", "flow/abc", "--follow")
-    assert run.code == 2, run
-    assert stand_in.last_event_ids == [None, "2"]  # the reconnect asked for what came after event 2
-    lines = run.out.splitlines()
-    assert [line.split()[1] for line in lines if line.startswith("10:00:")] == [
-        e["type"] for e in stand_in.events
-    ]
-    assert "HTTP 422 from store" in run.out and "SUSPENDED" in run.out
-    assert "conveyor retry flow/abc" in run.out and "conveyor skip flow/abc --output JSON" in run.out
+# --- pure parts of the client ------------------------------------------------------------------------------
 
 
 def test_parse_sse_joins_data_lines_and_skips_comments() -> None:
@@ -481,48 +385,3 @@ def test_global_options_may_follow_the_command() -> None:
         "--",
         "--json",
     ]
-
-
-async def test_follow_polls_a_server_without_the_event_stream() -> None:
-    stand_in = FastAPI()
-    polls = 0
-    frames = [
-        ("PROCESSING", "RUNNING", ["pending", "pending"]),
-        ("PROCESSING", "RUNNING", ["running", "pending"]),
-        ("PROCESSING", "RUNNING", ["completed", "running"]),
-        ("COMPLETED", "COMPLETED", ["completed", "completed"]),
-    ]
-
-    @stand_in.get("/api/v1/executions/{execution_id:path}")
-    async def view(execution_id: str) -> JSONResponse:
-        nonlocal polls
-        if execution_id.endswith("/events"):  # an older API: the bare route swallows the suffix
-            return JSONResponse({"error_code": "EXECUTION_NOT_FOUND", "message": "no"}, status_code=404)
-        state, status, steps = frames[min(polls, len(frames) - 1)]
-        polls += 1
-        return JSONResponse(
-            {
-                "execution_id": execution_id,
-                "state": state,
-                "temporal_status": status,
-                "steps": [
-                    {"id": step, "type": "transform", "status": s, "attempts": 1}
-                    for step, s in zip(("a", "b"), steps, strict=True)
-                ],
-                "output": {"done": True} if state == "COMPLETED" else None,
-                "error": None,
-            }
-        )
-
-    async with serve(stand_in) as url:
-        run = await conveyor(url, "execution", "flow/xyz", "--follow")
-    assert run.code == 0, run
-    changes = [line.split("  ", 1)[1] for line in run.out.splitlines() if line[:2].isdigit()]
-    assert changes == [
-        "step a running",
-        "step a completed",
-        "step b running",
-        "state COMPLETED",
-        "step b completed",
-    ]
-    assert '"done": true' in run.out

@@ -57,7 +57,7 @@ async def execution_events(
         None, ge=0, description="set by a reconnecting EventSource; wins over `after`"
     ),
 ) -> StreamingResponse:
-    """Server-Sent Events of the execution as they happen; ends after completed, failed or cancelled."""
+    """Server-Sent Events of the execution as they happen; the stream ends when the execution does."""
     feed = await service.follow_events(
         temporal, execution_id, after=last_event_id if last_event_id is not None else after
     )
