@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -46,6 +47,9 @@ async def conveyor_worker(
 
 
 async def main() -> None:
+    # The sandbox loads the interpreter's module afresh for every workflow run; compiled bytecode makes that
+    # a load instead of a compile, even where PYTHONDONTWRITEBYTECODE is set for the rest of the machine.
+    sys.dont_write_bytecode = False
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -15,6 +15,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._retry import jittered_delay
 from activities._secrets import with_secrets
 from core.settings import Settings
 from workflows import errors
@@ -60,15 +61,23 @@ class HttpActivities:
             ) as response:
                 raw = await _read_capped(response, self._settings.http_max_response_bytes)
         except httpx.TimeoutException as exc:
-            raise ApplicationError(f"request timed out after {timeout:g}s", type=errors.HTTP_TIMEOUT) from exc
+            raise ApplicationError(
+                f"request timed out after {timeout:g}s",
+                type=errors.HTTP_TIMEOUT,
+                next_retry_delay=jittered_delay(request),
+            ) from exc
         except httpx.TransportError as exc:
-            raise ApplicationError(f"request failed: {exc}", type=errors.HTTP_TRANSPORT_ERROR) from exc
+            raise ApplicationError(
+                f"request failed: {exc}",
+                type=errors.HTTP_TRANSPORT_ERROR,
+                next_retry_delay=jittered_delay(request),
+            ) from exc
         except httpx.InvalidURL as exc:
             raise ApplicationError(
                 f"invalid url: {exc}", type=errors.CONFIG_INVALID, non_retryable=True
             ) from exc
         body = _decode(response, raw)
-        _raise_for_status(response, body, config.raise_for_status)
+        _raise_for_status(response, body, config.raise_for_status, jittered_delay(request))
         output = {"status": response.status_code, "headers": dict(response.headers), "body": body}
         return StepOutcome(output=output, attempt=info.attempt)
 
@@ -104,7 +113,7 @@ def _decode(response: httpx.Response, raw: bytes) -> Any:
     return raw.decode(response.encoding or "utf-8", errors="replace")
 
 
-def _raise_for_status(response: httpx.Response, body: Any, strict: bool) -> None:
+def _raise_for_status(response: httpx.Response, body: Any, strict: bool, backoff: timedelta | None) -> None:
     status = response.status_code
     details = {"status": status, "body": _excerpt(body)}
     if status == 429:
@@ -116,7 +125,9 @@ def _raise_for_status(response: httpx.Response, body: Any, strict: bool) -> None
             next_retry_delay=delay,
         )
     if status >= 500:
-        raise ApplicationError(f"server error {status}", details, type=errors.HTTP_SERVER_ERROR)
+        raise ApplicationError(
+            f"server error {status}", details, type=errors.HTTP_SERVER_ERROR, next_retry_delay=backoff
+        )
     if status >= 400 and strict:
         raise ApplicationError(
             f"client error {status}", details, type=errors.HTTP_CLIENT_ERROR, non_retryable=True

@@ -9,6 +9,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._retry import jittered_delay
 from activities._secrets import with_secrets
 from core.settings import Settings
 from workflows import errors
@@ -41,9 +42,17 @@ class NotificationActivities:
                 config.url or "", json=payload, headers=config.headers, timeout=self._settings.http_timeout_s
             )
         except httpx.TransportError as exc:
-            raise ApplicationError(f"webhook failed: {exc}", type=errors.HTTP_TRANSPORT_ERROR) from exc
+            raise ApplicationError(
+                f"webhook failed: {exc}",
+                type=errors.HTTP_TRANSPORT_ERROR,
+                next_retry_delay=jittered_delay(request),
+            ) from exc
         if response.status_code >= 500 or response.status_code == 429:
-            raise ApplicationError(f"webhook answered {response.status_code}", type=errors.HTTP_SERVER_ERROR)
+            raise ApplicationError(
+                f"webhook answered {response.status_code}",
+                type=errors.HTTP_SERVER_ERROR,
+                next_retry_delay=jittered_delay(request),
+            )
         if response.status_code >= 400:
             raise ApplicationError(
                 f"webhook answered {response.status_code}", type=errors.HTTP_CLIENT_ERROR, non_retryable=True

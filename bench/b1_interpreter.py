@@ -767,9 +767,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results alone")
     args = parser.parse_args(argv)
+    # As worker.py does: the sandbox reloads workflow modules per run, so bytecode saves a compile each time.
+    sys.dont_write_bytecode = False
     if args.pycache:
         sys.pycache_prefix = str(ROOT / args.pycache)  # ROOT / an absolute path is that path
-        sys.dont_write_bytecode = False
     modes: list[Mode] = ["in-memory"] if args.in_memory else ["file-backed"] if args.file_backed else [*MODES]
     command = " ".join(["python -m bench.b1_interpreter", *(argv if argv is not None else sys.argv[1:])])
     meta_common = {"machine": machine(), "command": command.strip()}

@@ -541,7 +541,16 @@ class DefinitionWorkflow:
         try:
             outcome = await workflow.execute_activity(
                 activity,
-                StepRequest(execution_id=self._execution["id"], step_id=step.id, config=config),
+                StepRequest(
+                    execution_id=self._execution["id"],
+                    step_id=step.id,
+                    config=config,
+                    retry={
+                        "initial_interval": retry.initial_interval,
+                        "backoff": retry.backoff,
+                        "max_interval": max(retry.max_interval, retry.initial_interval),
+                    },
+                ),
                 result_type=StepOutcome,
                 start_to_close_timeout=timedelta(seconds=step.timeout or defaults.timeout),
                 retry_policy=_retry_policy(retry),

@@ -83,6 +83,8 @@ class StepRequest:
     execution_id: str
     step_id: str
     config: dict[str, Any]
+    retry: dict[str, float] | None = None
+    """``initial_interval``, ``backoff``, ``max_interval`` (seconds) for jittered transient retries."""
 
 
 @dataclass
