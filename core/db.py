@@ -52,7 +52,8 @@ async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the latest migration."""
 
     def upgrade(connection: Connection) -> None:
-        command.upgrade(alembic_config(connection), "head")
+        # "heads": features add their tables in migrations of their own, which may branch from one parent.
+        command.upgrade(alembic_config(connection), "heads")
 
     async with engine.begin() as connection:
         await connection.run_sync(upgrade)

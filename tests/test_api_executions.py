@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import httpx
 from temporalio.client import Client
@@ -173,3 +174,27 @@ async def test_list_filters_through_visibility(api: httpx.AsyncClient) -> None:
     ).json()
     assert second["executions"][0]["execution_id"] != first["executions"][0]["execution_id"]
     assert (await api.get("/api/v1/executions?page_token=%%%")).status_code == 400
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "order-approval-routing.yaml"
+
+
+async def test_an_example_runs_end_to_end_through_the_api(api: httpx.AsyncClient) -> None:
+    saved = await api.post(
+        "/api/v1/definitions", content=EXAMPLE.read_bytes(), headers={"content-type": "application/yaml"}
+    )
+    assert saved.status_code == 201, saved.text
+    started = await api.post(
+        "/api/v1/definitions/order-approval-routing/executions",
+        json={"input": {"order_id": "A-7", "total": 25000}},
+    )
+    execution_id = started.json()["execution_id"]
+    view: dict[str, object] = {}
+    for _ in range(200):
+        view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
+        if view["state"] == "COMPLETED":
+            break
+        await asyncio.sleep(0.05)
+    assert view["state"] == "COMPLETED"
+    output = view["output"]
+    assert isinstance(output, dict) and output["order_id"] == "A-7" and output["route"] == "finance"
