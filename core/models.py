@@ -74,3 +74,33 @@ class ExecutionRecord(SQLModel, table=True):
     version: int
     trigger: str = Field(default="api", max_length=32)
     created_at: datetime = _timestamp()
+
+
+class Trigger(SQLModel, table=True):
+    """A way an execution starts from outside: a signed webhook, a Temporal Schedule, or an event."""
+
+    __tablename__ = "triggers"
+
+    id: str = Field(primary_key=True, max_length=32)
+    definition: str = Field(foreign_key="definitions.name", index=True, max_length=63)
+    type: str = Field(max_length=16)
+    config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    secrets: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    """Webhook signing secrets, newest first: ``{value, created_at, expires_at}``; two during a rotation."""
+    paused: bool = False
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class Delivery(SQLModel, table=True):
+    """One accepted webhook delivery: the dedupe record mapping a delivery id to its execution."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("trigger_id", "delivery_id", name="uq_delivery"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    trigger_id: str = Field(max_length=32)
+    delivery_id: str = Field(max_length=200)
+    execution_id: str = Field(max_length=255)
+    created_at: datetime = _timestamp()
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
