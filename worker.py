@@ -1,6 +1,9 @@
 """Starts a Conveyor worker: the interpreter workflow and its activities on the main task queue.
 
 python worker.py                      # serve the main task queue
+
+The worker reads the store (CONVEYOR_DATABASE_URL) for the connectors of ``database_query`` and
+``data_fetch`` steps, so it must run where that database is reachable; it never writes to it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import HttpActivities, NotificationActivities
+from activities.ai import AiActivities
+from activities.code import CodeActivities
+from activities.database import DatabaseActivities
+from activities.fetch import FetchActivities
+from core.db import create_engine, session_factory
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from workflows.interpreter import DefinitionWorkflow
@@ -30,6 +38,8 @@ async def conveyor_worker(
     client: Client, settings: Settings, *, task_queue: str | None = None
 ) -> AsyncIterator[Worker]:
     """A running worker for the interpreter and every step activity; stops when the block exits."""
+    store = create_engine(settings.database_url)
+    database = DatabaseActivities(session_factory(store), settings)
     async with httpx.AsyncClient(follow_redirects=True) as http:
         worker = Worker(
             client,
@@ -40,10 +50,18 @@ async def conveyor_worker(
             activities=[
                 HttpActivities(http, settings).http_request,
                 NotificationActivities(http, settings).notification,
+                database.database_query,
+                FetchActivities(http, database, settings).data_fetch,
+                CodeActivities(settings).custom_code,
+                AiActivities(http, settings).ai_process,
             ],
         )
-        async with worker:
-            yield worker
+        try:
+            async with worker:
+                yield worker
+        finally:
+            await database.close()
+            await store.dispose()
 
 
 async def main() -> None:

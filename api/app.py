@@ -14,7 +14,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.deps import Resources
 from api.errors import error_response, install_error_handlers
-from api.routers import api_keys, definitions, events, executions, health, stats
+from api.routers import (
+    api_keys,
+    connectors,
+    definitions,
+    events,
+    executions,
+    health,
+    hooks,
+    stats,
+    triggers,
+)
 from core.api_keys import Role, create_key
 from core.db import create_engine, migrate, session_factory
 from core.definitions import save_definition
@@ -69,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events.router,
         executions.router,
         api_keys.router,
+        connectors.router,
+        triggers.router,
+        hooks.router,
     ):
         app.include_router(router)
     return app

@@ -11,7 +11,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import Conflict, NotFound
 from core.models import Definition, DefinitionVersion, utcnow
-from workflows.definition import content_hash, parse
+from workflows.definition import content_hash, parse, parse_structure
+from workflows.messages import ChildDefinition
 
 
 @dataclass(frozen=True)
@@ -163,3 +164,37 @@ async def archive_definition(session: AsyncSession, *, name: str) -> Definition:
     definition.updated_at = utcnow()
     await session.commit()
     return definition
+
+
+async def pinned_children(session: AsyncSession, *, document: dict[str, Any]) -> dict[str, ChildDefinition]:
+    """Snapshots of every definition the document's ``sub_workflow`` steps run, and theirs, transitively.
+
+    They travel in the execution's input, so a child runs the version that was current when its parent
+    started, like the parent itself.
+    """
+    pinned: dict[str, ChildDefinition] = {}
+    pending = [document]
+    while pending:
+        current = parse_structure(pending.pop())
+        for path, step in current.all_steps():
+            if step.type != "sub_workflow":
+                continue
+            name, version = step.with_.get("definition"), step.with_.get("version")
+            if not isinstance(name, str):
+                continue
+            key: str = name if version is None else f"{name}@{version}"
+            if key in pinned:
+                continue
+            try:
+                row = await runnable_version(
+                    session, name=name, version=version if isinstance(version, int) else None
+                )
+            except (NotFound, Conflict) as exc:
+                raise Conflict(
+                    "SUB_WORKFLOW_UNAVAILABLE",
+                    f"{path}: sub_workflow {key} cannot run: {exc.message}",
+                    {"path": f"{path}.with.definition", "definition": name},
+                ) from None
+            pinned[key] = ChildDefinition(name=name, version=row.version, definition=row.document)
+            pending.append(row.document)
+    return pinned

@@ -65,8 +65,9 @@ async def follow_events(
     terminal event (terminated, timed out) gets one made up for it, numbered after the last.
     """
     handle = client.get_workflow_handle(execution_id)
-    await _describe(handle)
-    return _feed(handle, after=after, keep_alive_s=keep_alive_s or KEEP_ALIVE_S)
+    description = await _describe(handle)
+    running = description.status == WorkflowExecutionStatus.RUNNING
+    return _feed(handle, after=after, keep_alive_s=keep_alive_s or KEEP_ALIVE_S, running=running)
 
 
 async def execution_logs(
@@ -90,13 +91,17 @@ async def execution_logs(
 
 
 async def _feed(
-    handle: WorkflowHandle[Any, Any], *, after: int, keep_alive_s: float
+    handle: WorkflowHandle[Any, Any], *, after: int, keep_alive_s: float, running: bool
 ) -> AsyncIterator[ExecutionEvent | KeepAlive]:
     last = after
     woken = asyncio.Event()
     closed = asyncio.Event()
     unanswered = False
-    pump = asyncio.create_task(_watch_history(handle, woken, closed))
+    pump: asyncio.Task[None] | None = None
+    if running:
+        pump = asyncio.create_task(_watch_history(handle, woken, closed))
+    else:
+        closed.set()  # a closed run's history is final: no need to page through it
     try:
         woken.set()  # whatever happened before the client connected is sent at once
         while True:
@@ -122,9 +127,10 @@ async def _feed(
                     yield ending
                 return
     finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
 
 
 async def _watch_history(

@@ -31,7 +31,7 @@ from temporalio.exceptions import ApplicationError, CancelledError, TerminatedEr
 from temporalio.service import RPCError, RPCStatusCode
 
 from core import names
-from core.definitions import runnable_version
+from core.definitions import pinned_children, runnable_version
 from core.errors import BadRequest, Conflict, NotFound, Unavailable
 from core.inputs import prepare_input
 from core.models import ExecutionRecord
@@ -83,6 +83,7 @@ async def start_execution(
     chosen = await runnable_version(session, name=name, version=version)
     definition = Definition.model_validate(chosen.document)
     prepared = prepare_input(definition.input, input)
+    children = await pinned_children(session, document=chosen.document)
     workflow_id = f"{name}/{caller_id or uuid.uuid4()}"
 
     record = ExecutionRecord(
@@ -114,6 +115,7 @@ async def start_execution(
                 input=prepared,
                 trigger=trigger,
                 actor=actor,
+                children=children,
             ),
             id=workflow_id,
             task_queue=task_queue,

@@ -104,3 +104,15 @@ class Delivery(SQLModel, table=True):
     execution_id: str = Field(max_length=255)
     created_at: datetime = _timestamp()
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+
+
+class Connector(SQLModel, table=True):
+    """A named connection to a SQL database or an HTTP API; its credentials live only here."""
+
+    __tablename__ = "connectors"
+
+    name: str = Field(primary_key=True, max_length=63)
+    type: str = Field(max_length=16)
+    config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()

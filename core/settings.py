@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,6 +62,38 @@ class Settings(BaseSettings):
     http_max_response_bytes: int = Field(default=5_000_000, description="Largest response body a step keeps")
     max_request_bytes: int = Field(default=1_000_000, description="Largest request body the API accepts")
     max_wait_s: float = Field(default=60.0, description="Longest `wait` a start request may ask for")
+
+    ai_provider: Literal["local", "openai"] = Field(
+        default="local", description="Provider of ai_process steps that name none: local rules or openai"
+    )
+    ai_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="Base URL of the OpenAI-compatible API (POST {base}/chat/completions)",
+    )
+    ai_model: str = Field(default="gpt-4o-mini", description="Model of ai_process steps that name none")
+    ai_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key for the OpenAI-compatible API (unset: no Authorization)"
+    )
+    ai_timeout_s: float = Field(default=60.0, gt=0, description="Default timeout of one AI provider call")
+
+    webhook_max_body_bytes: int = Field(
+        default=1_000_000, ge=1, description="Largest webhook body /hooks/{id} reads (413 beyond)"
+    )
+    webhook_dedupe_ttl_s: int = Field(
+        default=30 * 86_400, ge=60, description="How long a webhook delivery id is remembered in SQL"
+    )
+    webhook_secret_overlap_s: int = Field(
+        default=86_400, ge=0, description="How long a rotated-out webhook secret stays valid"
+    )
+
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server of the email notification channel (unset: email is off)"
+    )
+    smtp_port: int = Field(default=25, description="Port of the SMTP server")
+    smtp_username: str | None = Field(default=None, description="SMTP login, when the server wants one")
+    smtp_password: SecretStr | None = Field(default=None, description="Password of the SMTP login")
+    smtp_from: str = Field(default="conveyor@localhost", description="Sender address of notification emails")
+    smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection with STARTTLS")
 
 
 @lru_cache(maxsize=1)

@@ -184,3 +184,11 @@ def test_format_duration() -> None:
     assert format_duration(7200) == "2h"
     assert format_duration(90) == "90s"
     assert format_duration(0.5) == "0.5s"
+
+
+def test_dict_keys_win_over_dict_methods() -> None:
+    context = {"input": {"items": [1, 2], "keys": "k", "values": {"get": 3}}}
+    assert render("{{ input.items }}", context) == [1, 2]
+    assert render("{{ input.keys }}", context) == "k"
+    assert render("{{ input.values.get }}", context) == 3
+    assert render("{{ input.items | length }}", context) == 2

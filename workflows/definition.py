@@ -114,6 +114,15 @@ class Step(_Frozen):
     output: Any = None
     cases: tuple[Case, ...] | None = None
     default: tuple[Step, ...] | None = None
+    items: Any = None
+    parallelism: int | None = Field(default=None, ge=1, le=1000)
+    max_items: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1, le=1000)
+    on_item_error: Literal["fail", "continue"] | None = None
+    steps: tuple[Step, ...] | None = Field(default=None, min_length=1)
+    branches: dict[str, tuple[Step, ...]] | None = None
+    fail_fast: bool | None = None
+    on_timeout: OnError | None = None
 
     def children(self) -> Iterator[tuple[str, tuple[Step, ...]]]:
         """Nested step lists with their path below this step."""
@@ -121,6 +130,12 @@ class Step(_Frozen):
             yield f"cases[{i}].steps", case.steps
         if self.default:
             yield "default", self.default
+        if self.steps:
+            yield "steps", self.steps
+        for name, branch in (self.branches or {}).items():
+            yield f"branches.{name}", branch
+        if isinstance(self.on_timeout, tuple):
+            yield "on_timeout", self.on_timeout
         if isinstance(self.on_error, tuple):
             yield "on_error", self.on_error
 
@@ -158,6 +173,22 @@ def _walk(steps: tuple[Step, ...], path: str) -> Iterator[tuple[str, Step]]:
         yield here, step
         for sub, children in step.children():
             yield from _walk(children, f"{here}.{sub}")
+
+
+STRUCTURE_FIELDS = (
+    "cases",
+    "default",
+    "items",
+    "parallelism",
+    "max_items",
+    "batch_size",
+    "on_item_error",
+    "steps",
+    "branches",
+    "fail_fast",
+    "on_timeout",
+)
+"""Step keys that only some step types take (``StepType.structure`` says which)."""
 
 
 class Problem(BaseModel):
@@ -253,7 +284,7 @@ def _semantic_problems(definition: Definition) -> Iterator[Problem]:
             continue
         for sub, children in step.children():
             yield from _block_problems(children, f"{path}.{sub}")
-        for field in ("cases", "default"):
+        for field in STRUCTURE_FIELDS:
             if getattr(step, field) is not None and field not in spec.structure:
                 yield Problem(path=f"{path}.{field}", message=f"a {step.type} step has no {field!r}")
         for field in spec.structure:
@@ -334,6 +365,7 @@ def _template_problems(step: Step, path: str, known: frozenset[str]) -> Iterator
     yield from _template_problems_in(step.with_, f"{path}.with", known, roots)
     yield from _template_problems_in(step.when, f"{path}.when", known, roots)
     yield from _template_problems_in(step.output, f"{path}.output", known, roots | {"output"})
+    yield from _template_problems_in(step.items, f"{path}.items", known, roots)
     for i, case in enumerate(step.cases or ()):
         yield from _template_problems_in(case.when, f"{path}.cases[{i}].when", known, roots)
 

@@ -45,6 +45,15 @@ class _Environment(SandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**"})
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Data first: `input.items` is the key "items", not dict.items (Jinja's default order).
+        if isinstance(obj, Mapping):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
         if operator_ == "**":
             if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:

@@ -8,17 +8,27 @@ here; every side effect is an activity whose type is the step type and whose sum
 from __future__ import annotations
 
 import asyncio
+import builtins
+from collections import ChainMap
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState, TimeoutError
+from temporalio.common import RawValue, RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    RetryState,
+    TimeoutError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from core import names
-    from workflows import errors, expressions
+    from workflows import data_ops, errors, expressions
     from workflows.definition import (
         Definition,
         DefinitionInvalid,
@@ -49,8 +59,11 @@ with workflow.unsafe.imports_passed_through():
         STEP_TYPES,
         DelayConfig,
         FailConfig,
+        SubWorkflowConfig,
         SucceedConfig,
         TransformConfig,
+        ValidateConfig,
+        WaitConfig,
         parse_config,
     )
 
@@ -66,6 +79,9 @@ no SUSPENDED state and no ``ConveyorError`` search attribute."""
 DONE = frozenset({"completed", "skipped", "recovered"})
 """Step statuses a resumed execution does not run again."""
 
+FOREACH_BATCH = 100
+"""Items a ``foreach`` runs in its own history; longer lists go to child workflows of this many each."""
+
 MAX_EVENTS = 10_000
 """Events and log lines kept per run; older ones are dropped first (long loops continue-as-new)."""
 
@@ -80,6 +96,44 @@ class StepFailed(Exception):
         super().__init__(f"{error.step}: {error.code}: {error.message}")
         self.error = error
         self.final = final
+
+
+class Scope:
+    """Where steps record their results: the execution itself, or one ``foreach`` iteration.
+
+    Iterations keep their own records and outputs (``steps.<id>`` inside the loop body means this item's
+    step) and see the enclosing scope's outputs too; they send no events, since a loop over thousands of
+    items would drown the stream.
+    """
+
+    def __init__(
+        self,
+        records: dict[str, StepRecord],
+        view: dict[str, dict[str, Any]],
+        parent: Scope | None = None,
+        loop: dict[str, Any] | None = None,
+    ) -> None:
+        self.records = records
+        self.view = view
+        self.parent = parent
+        self.loop = loop or {}
+        self.quiet = parent is not None
+
+    def steps(self) -> Mapping[str, dict[str, Any]]:
+        """Outputs visible here: this scope's, then its parents'."""
+        views = []
+        scope: Scope | None = self
+        while scope is not None:
+            views.append(scope.view)
+            scope = scope.parent
+        return views[0] if len(views) == 1 else ChainMap(*views)
+
+    def bindings(self) -> dict[str, Any]:
+        """``item`` and ``index`` of the innermost loop."""
+        return {**(self.parent.bindings() if self.parent else {}), **self.loop}
+
+
+_SCOPE: ContextVar[Scope] = ContextVar("conveyor_scope")
 
 
 class Decision:
@@ -115,10 +169,17 @@ class DefinitionWorkflow:
         self._state = ExecutionState.CREATED
         self._transitions: list[Transition] = []
         self._records: dict[str, StepRecord] = {
-            step.id: StepRecord(id=step.id, type=step.type) for _, step in self._definition.all_steps()
+            step_id: StepRecord(id=step_id, type=step_type)
+            for top in (*self._definition.steps, *self._definition.on_error)
+            for step_id, step_type in _tracked(top)
         }
         self._steps_view: dict[str, dict[str, Any]] = {}
-        self._vars: dict[str, Any] = dict(self._definition.vars)
+        context = request.context or {}
+        self._steps_view.update(context.get("steps", {}))
+        self._top = Scope(self._records, self._steps_view, loop=context.get("bindings"))
+        self._waits = 0
+        self._expecting: dict[str, WaitConfig] = {}
+        self._vars: dict[str, Any] = {**self._definition.vars, **((request.context or {}).get("vars") or {})}
         self._running: list[str] = []
         self._output: Any = None
         self._error: StepError | None = None
@@ -130,7 +191,7 @@ class DefinitionWorkflow:
         self._pause: ControlRequest | None = None
         self._retries_used = 0
         self._signals: dict[str, list[Any]] = {}
-        self._top_level = {child: step.id for step in self._definition.steps for _, child in _walk_one(step)}
+        self._top_level = {child: step.id for step in self._definition.steps for child, _ in _tracked(step)}
         info = workflow.info()
         self._execution: dict[str, Any] = {
             "id": info.workflow_id,
@@ -302,9 +363,47 @@ class DefinitionWorkflow:
     def signal(self, name: str, args: Sequence[RawValue]) -> None:
         """Any named signal (``temporal workflow signal --name approve``): kept for the steps that wait."""
         payload = workflow.payload_converter().from_payload(args[0].payload) if args else None
+        problems = self._decision_problems(name, payload)
+        if problems:
+            # A signal cannot be refused, so one that breaks the wait's schema is logged and not used.
+            self._log(
+                "warning", f"signal {name} ignored: {problems[0]['message']}", None, {"problems": problems}
+            )
+            return
         self._signals.setdefault(name, []).append(payload)
         self._log("info", f"signal {name} received", None, {"signal": name})
         self._event("signal", data={"name": name})
+
+    @workflow.update(dynamic=True)
+    async def decide(self, name: str, args: Sequence[RawValue]) -> dict[str, Any]:
+        """Any other named update resolves the ``wait`` step waiting for it (approval and its payload)."""
+        payload = workflow.payload_converter().from_payload(args[0].payload) if args else None
+        self._signals.setdefault(name, []).append(payload)
+        self._log("info", f"update {name} received", None, {"update": name})
+        self._event("signal", data={"name": name, "update": True})
+        return {"accepted": True, "event": name}
+
+    @decide.validator
+    def _check_decide(self, name: str, args: Sequence[RawValue]) -> None:
+        if name not in self._expecting:
+            raise self._invalid_state(name, f"a wait step waiting for {name!r}")
+        payload = workflow.payload_converter().from_payload(args[0].payload) if args else None
+        problems = self._decision_problems(name, payload)
+        if problems:
+            raise ApplicationError(
+                f"the {name} payload does not match the wait's schema",
+                {"problems": problems},
+                type=errors.INPUT_INVALID,
+            )
+
+    def _decision_problems(self, name: str, payload: Any) -> list[dict[str, str]]:
+        expected = self._expecting.get(name)
+        if expected is None or expected.json_schema is None:
+            return []
+        return [
+            {**p, "path": p["path"].replace("$.input", "$.payload", 1)}
+            for p in input_problems(expected.json_schema, payload)
+        ]
 
     def _require_parked(self, action: str) -> None:
         if self._state is not ExecutionState.SUSPENDED or self._parked is None or self._decision is not None:
@@ -347,7 +446,7 @@ class DefinitionWorkflow:
             again |= _downstream(block, from_step)
         for step in block:
             if step.id in again:
-                for _, child in _walk_one(step):
+                for child, _ in _tracked(step):
                     record = self._records[child]
                     self._records[child] = StepRecord(id=record.id, type=record.type)
                     self._steps_view.pop(child, None)
@@ -421,8 +520,12 @@ class DefinitionWorkflow:
             if pending_tasks:
                 await asyncio.gather(*pending_tasks, return_exceptions=True)
 
+    def _scope(self) -> Scope:
+        return _SCOPE.get(self._top)
+
     async def _run_step(self, step: Step) -> None:
-        record = self._records[step.id]
+        scope = self._scope()
+        record = scope.records[step.id]
         if record.status != "pending":  # done before this execution was resumed
             return
         await self._boundary()
@@ -436,7 +539,8 @@ class DefinitionWorkflow:
         record.status = "running"
         record.started_at = self._now()
         self._running.append(step.id)
-        self._event("step_started", step.id, {"type": step.type})
+        if not scope.quiet:
+            self._event("step_started", step.id, {"type": step.type})
         try:
             raw = await self._execute(step, record)
             output = raw if step.output is None else self._render(step, step.output, "output", output=raw)
@@ -457,10 +561,9 @@ class DefinitionWorkflow:
         """Apply the step's ``optional`` / ``on_error`` to a failure, or let it fail the block."""
         if isinstance(step.on_error, tuple):
             self._finish(record, "failed", failure.error)
-            self._steps_view[step.id]["error"] = _error_view(failure.error)
             await self._run_block(step.on_error)
-            last = step.on_error[-1].id
-            self._finish(record, "recovered", failure.error, output=self._steps_view[last].get("output"))
+            last = self._scope().steps().get(step.on_error[-1].id, {})
+            self._finish(record, "recovered", failure.error, output=last.get("output"))
         elif step.optional or step.on_error == "continue":
             self._finish(record, "failed", failure.error)
         else:
@@ -479,7 +582,17 @@ class DefinitionWorkflow:
             return await self._run_activity(step, spec.activity, record)
         match step.type:
             case "transform":
-                return self._config(step, TransformConfig).value
+                return self._run_transform(step)
+            case "validate":
+                return self._run_validate(step)
+            case "foreach":
+                return await self._run_foreach(step)
+            case "parallel":
+                return await self._run_parallel(step)
+            case "wait":
+                return await self._run_wait(step)
+            case "sub_workflow":
+                return await self._run_sub_workflow(step)
             case "set":
                 values = self._render(step, step.with_, "with")
                 self._vars.update(values)
@@ -499,6 +612,312 @@ class DefinitionWorkflow:
         raise StepFailed(
             StepError(code=errors.CONFIG_INVALID, message=f"no runner for {step.type}", step=step.id)
         )
+
+    def _run_transform(self, step: Step) -> Any:
+        lazy = STEP_TYPES["transform"].lazy
+        rendered = {k: v if k in lazy else self._render(step, v, f"with.{k}") for k, v in step.with_.items()}
+        config: TransformConfig = self._config(step, TransformConfig, rendered)
+        if "value" in config.model_fields_set:
+            return config.value
+        items = config.items
+        if not isinstance(items, list):
+            raise self._config_error(step, f"with.items must be a list, not {type(items).__name__}")
+        if config.filter is not None:
+            items = [
+                item
+                for index, item in enumerate(items)
+                if expressions.truthy(
+                    self._render(step, config.filter, "with.filter", item=item, index=index)
+                )
+            ]
+        if config.fields is not None:
+            items = [data_ops.map_fields(item, config.fields) for item in items]
+        if config.map is not None:
+            items = [
+                self._render(step, config.map, "with.map", item=item, index=index)
+                for index, item in enumerate(items)
+            ]
+        if config.normalize is not None:
+            rules = {k: [v] if isinstance(v, str) else list(v) for k, v in config.normalize.items()}
+            try:
+                items = [data_ops.normalize(item, rules) for item in items]
+            except ValueError as exc:
+                raise StepFailed(
+                    StepError(code=errors.VALIDATION_FAILED, message=f"normalize: {exc}", step=step.id)
+                ) from None
+        if config.aggregate is not None:
+            spec = config.aggregate
+            group_by = [spec.group_by] if isinstance(spec.group_by, str) else list(spec.group_by or [])
+            return data_ops.aggregate(
+                items, group_by, {k: {str(f): a for f, a in v.items()} for k, v in spec.metrics.items()}
+            )
+        return items
+
+    def _run_validate(self, step: Step) -> dict[str, Any]:
+        config: ValidateConfig = self._config(step, ValidateConfig)
+        rules = [rule.model_dump(by_alias=True, exclude_none=True) for rule in config.rules]
+        result = data_ops.validate_items(config.items, rules)
+        if config.fail_on_invalid and result["invalid"]:
+            first = result["errors"][0]
+            raise StepFailed(
+                StepError(
+                    code=errors.VALIDATION_FAILED,
+                    message=f"{result['invalid_count']} invalid item(s); first: item {first['index']}: "
+                    f"{first['message']}",
+                    step=step.id,
+                    details={"invalid": result["invalid"][:50]},
+                )
+            )
+        return result
+
+    async def _run_parallel(self, step: Step) -> dict[str, Any]:
+        """Named branches at once; ``fail_fast`` (default) cancels the others at the first failure."""
+        branches = step.branches or {}
+        fail_fast = step.fail_fast is not False
+
+        async def branch(steps: tuple[Step, ...]) -> None:
+            await self._run_block(steps)
+
+        tasks = {name: asyncio.create_task(branch(steps)) for name, steps in branches.items()}
+        try:
+            await workflow.wait(
+                list(tasks.values()),
+                return_when=asyncio.FIRST_EXCEPTION if fail_fast else asyncio.ALL_COMPLETED,
+            )
+        finally:
+            pending = [t for t in tasks.values() if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        failures = {
+            name: task.exception()
+            for name, task in tasks.items()
+            if not task.cancelled() and task.exception() is not None
+        }
+        for failure in failures.values():
+            if not isinstance(failure, StepFailed):
+                raise failure  # type: ignore[misc]
+        if failures:
+            names_failed = ", ".join(sorted(failures))
+            first = next(iter(failures.values()))
+            assert isinstance(first, StepFailed)
+            raise StepFailed(
+                StepError(
+                    code=first.error.code,
+                    message=f"branch(es) {names_failed} failed: {first.error.message}",
+                    step=step.id,
+                    details={
+                        "branches": {
+                            n: _error_view(f.error) for n, f in failures.items() if isinstance(f, StepFailed)
+                        }
+                    },
+                )
+            )
+        view = self._scope().steps()
+        return {name: view.get(steps[-1].id, {}).get("output") for name, steps in branches.items()}
+
+    async def _run_wait(self, step: Step) -> Any:
+        """Until the signal or update ``event`` arrives; WAITING meanwhile."""
+        config: WaitConfig = self._config(step, WaitConfig)
+        name = config.event
+        self._expecting[name] = config
+        self._waits += 1
+        if self._waits == 1 and self._state is ExecutionState.PROCESSING:
+            self._move(ExecutionState.WAITING, f"waiting for {name}", step=step.id)
+            self._event("waiting", step.id, {"event": name})
+        try:
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._signals.get(name)),
+                    timeout=timedelta(seconds=float(config.timeout)) if config.timeout is not None else None,
+                    timeout_summary=f"{step.id} timeout",
+                )
+            except builtins.TimeoutError:
+                return await self._on_wait_timeout(step, config)
+            return self._signals[name].pop(0)
+        finally:
+            self._waits -= 1
+            self._expecting.pop(name, None)
+            if self._waits == 0 and self._state is ExecutionState.WAITING:
+                self._move(ExecutionState.PROCESSING, f"{name} resolved", step=step.id)
+
+    async def _on_wait_timeout(self, step: Step, config: WaitConfig) -> Any:
+        policy = step.on_timeout or "fail"
+        self._log("warning", f"no {config.event} before the timeout", step.id)
+        if policy == "continue":
+            return config.default
+        if isinstance(policy, tuple):
+            await self._run_block(policy)
+            return self._scope().steps().get(policy[-1].id, {}).get("output")
+        raise StepFailed(
+            StepError(code=errors.WAIT_TIMEOUT, message=f"no {config.event} before the timeout", step=step.id)
+        )
+
+    async def _run_sub_workflow(self, step: Step) -> Any:
+        config: SubWorkflowConfig = self._config(step, SubWorkflowConfig)
+        key = config.definition if config.version is None else f"{config.definition}@{config.version}"
+        child = self._request.children.get(key)
+        if child is None:
+            raise self._config_error(step, f"definition {key} was not pinned when the execution started")
+        loop = self._scope().bindings()
+        suffix = f"/{loop['index']}" if "index" in loop else ""
+        try:
+            snapshot = await workflow.execute_child_workflow(
+                names.DEFINITION_WORKFLOW,
+                ExecutionInput(
+                    definition=child.definition,
+                    name=child.name,
+                    version=child.version,
+                    input=config.input if isinstance(config.input, dict) else {"value": config.input},
+                    trigger="sub_workflow",
+                    actor=self._request.actor,
+                    children=self._request.children,
+                ),
+                id=f"{self._execution['id']}/{step.id}{suffix}",
+                result_type=ExecutionSnapshot,
+                search_attributes=_child_attributes(child.name, child.version),
+            )
+        except ChildWorkflowError as exc:
+            raise StepFailed(_child_error(step.id, exc)) from None
+        return snapshot.output
+
+    async def _run_foreach(self, step: Step) -> dict[str, Any]:
+        """The body once per item, at most ``parallelism`` at a time; big lists go to child batches."""
+        items = self._render(step, step.items, "items")
+        if not isinstance(items, list):
+            raise self._config_error(step, f"items must be a list, not {type(items).__name__}")
+        if step.max_items is not None and len(items) > step.max_items:
+            raise StepFailed(
+                StepError(
+                    code=errors.VALIDATION_FAILED,
+                    message=f"{len(items)} items, more than max_items {step.max_items}",
+                    step=step.id,
+                )
+            )
+        batch = step.batch_size or FOREACH_BATCH
+        if len(items) > batch:
+            results, failed = await self._foreach_batches(step, items, batch)
+        else:
+            offset = int((self._request.context or {}).get("offset", 0))  # a batch run as a child
+            results, failed = await self._foreach_here(step, items, offset)
+        return {"results": results, "failed": failed, "count": len(items)}
+
+    async def _foreach_here(
+        self, step: Step, items: list[Any], offset: int
+    ) -> tuple[list[Any], list[dict[str, Any]]]:
+        body = step.steps or ()
+        results: list[Any] = [None] * len(items)
+        failed: list[dict[str, Any]] = []
+        gate = asyncio.Semaphore(step.parallelism or 1)
+        outer = self._scope()
+        tolerate = step.on_item_error == "continue"
+
+        async def iteration(position: int, item: Any) -> None:
+            async with gate:
+                records = {
+                    sid: StepRecord(id=sid, type=stype) for top in body for sid, stype in _tracked(top)
+                }
+                scope = Scope(records, {}, outer, {"item": item, "index": offset + position})
+                token = _SCOPE.set(scope)
+                try:
+                    await self._run_block(body)
+                    results[position] = scope.view.get(body[-1].id, {}).get("output")
+                except StepFailed as failure:
+                    if not tolerate:
+                        raise
+                    failed.append({"index": offset + position, "error": _error_view(failure.error)})
+                finally:
+                    _SCOPE.reset(token)
+
+        tasks = [asyncio.create_task(iteration(i, item)) for i, item in enumerate(items)]
+        try:
+            done, _ = await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            broken = next((t for t in tasks if t in done and t.exception() is not None), None)
+            if broken is not None:
+                raise broken.exception()  # type: ignore[misc]
+        finally:
+            pending = [t for t in tasks if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        failed.sort(key=lambda entry: int(entry["index"]))
+        return results, failed
+
+    async def _foreach_batches(
+        self, step: Step, items: list[Any], batch: int
+    ) -> tuple[list[Any], list[dict[str, Any]]]:
+        """Child workflows of ``batch`` items each, so no history holds the whole list."""
+        parallelism = step.parallelism or 1
+        per_child = min(parallelism, batch)
+        gate = asyncio.Semaphore(max(1, parallelism // per_child))
+        chunks = [items[i : i + batch] for i in range(0, len(items), batch)]
+        body_step = step.model_dump(
+            by_alias=True, exclude_none=True, exclude={"when", "output", "depends_on"}
+        )
+        body_step.update({"items": "{{ input.items }}", "parallelism": per_child, "batch_size": batch})
+        scope = self._scope()
+        context = {
+            "steps": {
+                k: {"output": v.get("output"), "status": v.get("status")} for k, v in scope.steps().items()
+            },
+            "vars": self._vars,
+            "bindings": scope.bindings(),
+        }
+
+        async def run_chunk(number: int, chunk: list[Any]) -> dict[str, Any]:
+            async with gate:
+                document = {
+                    "name": self._request.name,
+                    "steps": [body_step],
+                    "output": "{{ steps." + step.id + ".output }}",
+                    "failure": {"suspend": False, "retries": []},
+                }
+                try:
+                    snapshot = await workflow.execute_child_workflow(
+                        names.DEFINITION_WORKFLOW,
+                        ExecutionInput(
+                            definition=document,
+                            name=self._request.name,
+                            version=self._request.version,
+                            input={**self._request.input, "items": chunk},
+                            trigger="foreach",
+                            actor=self._request.actor,
+                            children=self._request.children,
+                            context={**context, "offset": number * batch},
+                        ),
+                        id=f"{self._execution['id']}/{step.id}/batch-{number}",
+                        result_type=ExecutionSnapshot,
+                        search_attributes=_child_attributes(self._request.name, self._request.version),
+                    )
+                except ChildWorkflowError as exc:
+                    raise StepFailed(_child_error(step.id, exc)) from None
+                output: dict[str, Any] = snapshot.output
+                return output
+
+        tasks = [asyncio.create_task(run_chunk(n, chunk)) for n, chunk in enumerate(chunks)]
+        try:
+            done, _ = await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            broken = next((t for t in tasks if t in done and t.exception() is not None), None)
+            if broken is not None:
+                raise broken.exception()  # type: ignore[misc]
+        finally:
+            pending = [t for t in tasks if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        results: list[Any] = []
+        failed: list[dict[str, Any]] = []
+        for task in tasks:
+            part = task.result()
+            results += part["results"]
+            failed += part["failed"]
+        return results, failed
+
+    def _config_error(self, step: Step, message: str) -> StepFailed:
+        return StepFailed(StepError(code=errors.CONFIG_INVALID, message=message, step=step.id))
 
     async def _run_switch(self, step: Step) -> dict[str, Any]:
         for i, case in enumerate(step.cases or ()):
@@ -595,13 +1014,15 @@ class DefinitionWorkflow:
 
     def _render(self, step: Step | None, value: Any, where: str, **extra: Any) -> Any:
         """``value`` rendered for ``step`` (None: the definition itself); errors fail the step."""
+        scope = self._scope()
         context: dict[str, Any] = {
             "input": self._request.input,
-            "steps": self._steps_view,
+            "steps": scope.steps(),
             "vars": self._vars,
             "execution": self._execution,
             "secrets": expressions.SECRETS,
             "error": _error_view(self._error) if self._error else None,
+            **scope.bindings(),
             **extra,
         }
         try:
@@ -622,13 +1043,16 @@ class DefinitionWorkflow:
         record.error = error
         if record.started_at is not None:
             record.closed_at = self._now()
-        self._steps_view[record.id] = {
+        scope = self._scope()
+        if scope.records.get(record.id) is not record:  # e.g. skip() from an update handler
+            scope = self._top
+        scope.view[record.id] = {
             "status": status,
             "output": output,
             "error": _error_view(error) if error else None,
         }
         kind = _STEP_EVENTS.get(status)
-        if kind is not None:
+        if kind is not None and not scope.quiet:
             data: dict[str, Any] = {"status": status}
             if error is not None:
                 data["error"] = _error_view(error)
@@ -697,12 +1121,15 @@ _STEP_EVENTS = {
 }
 
 
-def _walk_one(step: Step) -> list[tuple[str, str]]:
-    """A step's id and the ids of every step nested in it, as (parent, id) pairs."""
-    found = [(step.id, step.id)]
-    for _, children in step.children():
+def _tracked(step: Step) -> list[tuple[str, str]]:
+    """(id, type) of a step and the steps nested in it that the execution records, which leaves out
+    ``foreach`` bodies: each iteration keeps its own records."""
+    found = [(step.id, step.type)]
+    for path, children in step.children():
+        if step.type == "foreach" and path == "steps":
+            continue
         for child in children:
-            found += [(step.id, nested) for _, nested in _walk_one(child)]
+            found += _tracked(child)
     return found
 
 
@@ -722,6 +1149,25 @@ def _downstream(block: tuple[Step, ...], start: str) -> set[str]:
                 found.add(step_id)
                 changed = True
     return found
+
+
+def _child_attributes(name: str, version: int) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(names.SA_DEFINITION, name),
+            SearchAttributePair(names.SA_VERSION, version),
+            SearchAttributePair(names.SA_STATE, ExecutionState.QUEUED.value),
+        ]
+    )
+
+
+def _child_error(step_id: str, exc: ChildWorkflowError) -> StepError:
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        return StepError(code=cause.type or "ChildFailed", message=cause.message, step=step_id)
+    if isinstance(cause, CancelledError):
+        return StepError(code=errors.CANCELLED, message="child execution cancelled", step=step_id)
+    return StepError(code="ChildFailed", message=str(cause or exc), step=step_id)
 
 
 def _error_view(error: StepError) -> dict[str, Any]:

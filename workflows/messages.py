@@ -19,6 +19,19 @@ class ExecutionInput:
     input: dict[str, Any] = field(default_factory=dict)
     trigger: str = "api"
     actor: str | None = None
+    children: dict[str, ChildDefinition] = field(default_factory=dict)
+    """Snapshots of the definitions its ``sub_workflow`` steps run, pinned when the execution started."""
+    context: dict[str, Any] | None = None
+    """For a ``foreach`` batch run as a child: the parent's ``steps`` and ``vars`` its templates read."""
+
+
+@dataclass
+class ChildDefinition:
+    """A definition version a ``sub_workflow`` step runs (key ``name`` or ``name@version``)."""
+
+    name: str
+    version: int
+    definition: dict[str, Any]
 
 
 @dataclass

@@ -24,6 +24,7 @@ PASSTHROUGH_MODULES = (
     "workflows.definition",
     "workflows.durations",
     "workflows.errors",
+    "workflows.data_ops",
     "workflows.expressions",
     "workflows.inputs",
     "workflows.messages",

@@ -7,12 +7,17 @@ with the field at fault.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from workflows import expressions
+from workflows.data_ops import NORMALIZERS
 from workflows.definition import SecondsOrTemplate, json_path
 
 if TYPE_CHECKING:
@@ -25,10 +30,125 @@ class StepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TransformConfig(StepConfig):
-    """``transform``: the step's output is ``value`` with its templates rendered."""
+class AggregateSpec(StepConfig):
+    """``aggregate``: metrics such as ``{"total": {"sum": "price"}, "n": {"count": true}}``, per group."""
 
-    value: Any
+    group_by: str | list[str] | None = None
+    metrics: dict[str, dict[Literal["sum", "count", "avg", "min", "max"], Any]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_function_each(self) -> AggregateSpec:
+        for name, spec in self.metrics.items():
+            if len(spec) != 1:
+                raise ValueError(f"metric {name!r} needs exactly one of sum, count, avg, min, max")
+        return self
+
+
+class TransformConfig(StepConfig):
+    """``transform``: ``value`` with its templates rendered, or list operations over ``items``.
+
+    The operations apply in this order: ``filter`` (a per-item template), ``fields`` (mapping rules
+    ``{target: source path}``), ``map`` (a per-item template tree), ``normalize`` (``{field: [trim, lower,
+    number, date, ...]}``), ``aggregate``. ``item`` and ``index`` are bound inside per-item templates.
+    """
+
+    value: Any = None
+    items: Any = None
+    filter: Any = None
+    fields: dict[str, str] | None = None
+    map: Any = None
+    normalize: dict[str, str | list[str]] | None = None
+    aggregate: AggregateSpec | None = None
+
+    @model_validator(mode="after")
+    def _value_or_items(self) -> TransformConfig:
+        operations = ("filter", "fields", "map", "normalize", "aggregate")
+        given = "value" in self.model_fields_set
+        if given == ("items" in self.model_fields_set):
+            raise ValueError("a transform needs exactly one of 'value' and 'items'")
+        if given and any(getattr(self, name) is not None for name in operations):
+            raise ValueError("list operations (filter, fields, map, normalize, aggregate) need 'items'")
+        for target, names in (self.normalize or {}).items():
+            for name in [names] if isinstance(names, str) else names:
+                if name not in NORMALIZERS:
+                    known = ", ".join(sorted(NORMALIZERS))
+                    raise ValueError(f"normalize.{target}: unknown operation {name!r}; known: {known}")
+        return self
+
+
+class Rule(StepConfig):
+    """One ``validate`` rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    rule: Literal["required", "type", "min", "max", "pattern", "one_of", "json_schema"]
+    field: str | None = None
+    value: float | None = None
+    type: Literal["string", "number", "integer", "boolean", "object", "array", "null"] | None = None
+    pattern: str | None = None
+    values: list[Any] | None = None
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    message: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Rule:
+        needs = {"min": "value", "max": "value", "type": "type", "pattern": "pattern", "one_of": "values"}
+        if self.rule in needs and getattr(self, needs[self.rule]) is None:
+            raise ValueError(f"a {self.rule} rule needs {needs[self.rule]!r}")
+        if self.rule == "json_schema":
+            if self.json_schema is None:
+                raise ValueError("a json_schema rule needs 'schema'")
+            try:
+                Draft202012Validator.check_schema(self.json_schema)
+            except SchemaError as exc:
+                raise ValueError(f"schema is not a valid JSON Schema: {exc.message}") from None
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern does not compile: {exc}") from None
+        return self
+
+
+class ValidateConfig(StepConfig):
+    """``validate``: check ``items`` (a list or one object) → ``{valid, invalid, errors}``."""
+
+    items: Any
+    rules: list[Rule] = Field(min_length=1)
+    fail_on_invalid: bool = False
+
+
+class WaitConfig(StepConfig):
+    """``wait``: until the signal or update named ``event`` arrives (its payload is the output)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    event: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+    timeout: SecondsOrTemplate | None = None
+    default: Any = None
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _schema(self) -> WaitConfig:
+        if self.json_schema is not None:
+            try:
+                Draft202012Validator.check_schema(self.json_schema)
+            except SchemaError as exc:
+                raise ValueError(f"schema is not a valid JSON Schema: {exc.message}") from None
+        if self.event in RESERVED_EVENTS:
+            raise ValueError(f"{self.event!r} is a control update of every execution; pick another name")
+        return self
+
+
+RESERVED_EVENTS = frozenset({"retry", "skip", "suspend", "resume"})
+
+
+class SubWorkflowConfig(StepConfig):
+    """``sub_workflow``: run another definition as a child; its output is this step's output."""
+
+    definition: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    version: int | None = Field(default=None, ge=1)
+    input: Any = None
 
 
 class SetConfig(StepConfig):
@@ -115,22 +235,195 @@ class HttpRequestConfig(StepConfig):
 
 
 class NotificationConfig(StepConfig):
-    """``notification``: a message to a channel (``log`` or ``webhook``)."""
+    """``notification``: a message to a channel: ``log``, ``webhook``, ``email`` (SMTP) or ``slack``."""
 
-    channel: Literal["log", "webhook"]
+    channel: Literal["log", "webhook", "email", "slack"]
     message: str | None = None
     level: Literal["debug", "info", "warning", "error"] = "info"
     url: str | None = None
+    webhook_url: str | None = None
+    """Slack's incoming-webhook URL (``url`` works too); usually ``{{ secrets.SLACK_WEBHOOK }}``."""
     payload: Any = None
     headers: dict[str, str] = Field(default_factory=dict)
+    to: list[str] | str | None = None
+    """Email recipients: a list, or one string with addresses separated by commas."""
+    subject: str | None = None
 
     @model_validator(mode="after")
     def _channel_needs(self) -> NotificationConfig:
         if self.channel == "webhook" and not self.url:
             raise ValueError("the webhook channel needs 'url'")
-        if self.channel == "log" and self.message is None:
-            raise ValueError("the log channel needs 'message'")
+        if self.channel in ("log", "email") and self.message is None:
+            raise ValueError(f"the {self.channel} channel needs 'message'")
+        if self.channel == "email" and not self.to:
+            raise ValueError("the email channel needs 'to'")
+        if self.channel == "slack":
+            if not (self.url or self.webhook_url):
+                raise ValueError("the slack channel needs 'webhook_url' (or 'url')")
+            if self.message is None and self.payload is None:
+                raise ValueError("the slack channel needs 'message' (or a 'payload')")
         return self
+
+
+def _sql_without_templates(value: Any) -> Any:
+    if expressions.is_template(value):
+        raise ValueError(
+            "SQL cannot be built with templates: write :name placeholders in the SQL and put the values "
+            "in 'params' (templates are allowed there), e.g. sql: 'select * from t where id = :id', "
+            "params: {id: '{{ input.id }}'}"
+        )
+    return value
+
+
+def _template_or(kind: str) -> Any:
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and not expressions.is_template(value):
+            raise ValueError(f"expected {kind}, or a {{{{ template }}}} that yields one")
+        return value
+
+    return check
+
+
+class DatabaseQueryConfig(StepConfig):
+    """``database_query``: one parameterised SQL statement on a named connector.
+
+    A select answers ``{rows, row_count}``; a write (on a connector that allows writes) ``{row_count}``.
+    """
+
+    connector: str = Field(min_length=1)
+    sql: str = Field(min_length=1)
+    params: dict[str, Any] | str = Field(default_factory=dict)
+    """Values of the statement's ``:name`` placeholders; templates allowed."""
+    params_each: list[dict[str, Any]] | str | None = None
+    """Run the statement once per item (executemany), each item merged over ``params``."""
+    max_rows: int = Field(default=1000, ge=1, le=100_000)
+
+    _sql = field_validator("sql", mode="before")(_sql_without_templates)
+    _params = field_validator("params", mode="before")(_template_or("an object"))
+    _params_each = field_validator("params_each", mode="before")(_template_or("a list of objects"))
+
+
+class FetchPaging(StepConfig):
+    """A step's paging overrides of its connector's ``paging``."""
+
+    max_pages: int | None = Field(default=None, ge=1, le=1000)
+    page_size: int | None = Field(default=None, ge=1)
+    style: Literal["page", "cursor", "none"] | None = None
+
+
+class DataFetchConfig(StepConfig):
+    """``data_fetch``: read from a connector with paging; the output is ``{items, pages}``.
+
+    For an HTTP connector: ``path`` below its base URL, ``query``, ``method``, ``body`` and ``items``, a
+    dotted path to the list in each response body. For a SQL connector: ``query`` (or ``sql``) is a select
+    with ``:name`` placeholders and ``params``.
+    """
+
+    connector: str = Field(min_length=1)
+    path: str = ""
+    method: HttpMethod = "GET"
+    query: dict[str, Any] | str | None = None
+    sql: str | None = None
+    params: dict[str, Any] | str = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+    items: str | None = None
+    paging: FetchPaging = FetchPaging()
+    max_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    timeout: SecondsOrTemplate | None = None
+
+    _sql = field_validator("sql", "query", mode="before")(_sql_without_templates)
+    _params = field_validator("params", mode="before")(_template_or("an object"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upper_method(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("method"), str):
+            data = {**data, "method": data["method"].upper()}
+        return data
+
+    @model_validator(mode="after")
+    def _one_query(self) -> DataFetchConfig:
+        if self.sql is not None and isinstance(self.query, str):
+            raise ValueError("give the SQL in 'sql' or in 'query', not both")
+        return self
+
+
+class CustomCodeConfig(StepConfig):
+    """``custom_code``: Python source run in a separate, limited process; JSON in, JSON out.
+
+    The code defines ``def main(input)`` and its return value is the output, or sets a global ``result``.
+    """
+
+    code: str = Field(min_length=1)
+    input: Any = None
+    timeout: SecondsOrTemplate = 10.0
+    memory_mb: int = Field(default=256, ge=32, le=8192)
+    max_output_bytes: int = Field(default=1_000_000, ge=1, le=1_000_000)
+
+    @field_validator("code")
+    @classmethod
+    def _compiles(cls, code: str) -> str:
+        # A template is only code once rendered; the run-time check of the rendered config compiles it then.
+        # compile() only parses: nothing of the user's code runs here.
+        if not expressions.is_template(code):
+            try:
+                compile(code, "<custom_code>", "exec", dont_inherit=True)
+            except SyntaxError as exc:
+                raise ValueError(f"code does not compile (line {exc.lineno}): {exc.msg}") from None
+            except ValueError as exc:
+                raise ValueError(f"code does not compile: {exc}") from None
+        return code
+
+    @field_validator("timeout")
+    @classmethod
+    def _bounded(cls, timeout: float | str) -> float | str:
+        if isinstance(timeout, float) and not 0 < timeout <= 3600:
+            raise ValueError("timeout must be more than 0s and at most 1h")
+        return timeout
+
+
+AiTask = Literal["classify", "extract", "enrich", "summarize", "translate"]
+AiFieldType = Literal["string", "number", "integer", "boolean", "date", "email", "list"]
+
+
+class AiProcessConfig(StepConfig):
+    """``ai_process``: one AI task over ``text`` or ``data``, by a local or an OpenAI-compatible provider."""
+
+    task: AiTask
+    text: Any = None
+    data: Any = None
+    labels: list[str] | dict[str, list[str]] | None = None
+    """classify: the labels, or label -> keywords that count for it."""
+    fields: list[str] | dict[str, AiFieldType] | None = None
+    """extract: the field names, or name -> type; without it, every field the provider recognises."""
+    target_language: str | None = None
+    source_language: str | None = None
+    max_sentences: int = Field(default=3, ge=1, le=50)
+    instructions: str | None = None
+    provider: Literal["local", "openai"] | None = None
+    model: str | None = None
+    timeout: SecondsOrTemplate | None = None
+
+    @model_validator(mode="after")
+    def _task_needs(self) -> AiProcessConfig:
+        if self.text is None and self.data is None:
+            raise ValueError("ai_process needs 'text' or 'data'")
+        if self.task == "classify" and not self.labels:
+            raise ValueError("classify needs 'labels'")
+        if self.task == "translate" and not self.target_language:
+            raise ValueError("translate needs 'target_language'")
+        for name, task in (("fields", "extract"), ("target_language", "translate")):
+            if getattr(self, name) is not None and self.task != task:
+                raise ValueError(f"'{name}' applies only to {task}, not {self.task}")
+        if self.labels is not None and self.task not in {"classify", "enrich"}:
+            raise ValueError(f"'labels' applies only to classify and enrich, not {self.task}")
+        return self
+
+    @property
+    def content(self) -> Any:
+        """What the task works on: ``text`` when given, else ``data``."""
+        return self.text if self.text is not None else self.data
 
 
 class NoConfig(StepConfig):
@@ -150,10 +443,23 @@ class StepType:
     structure: frozenset[str] = frozenset()
     required_structure: frozenset[str] = frozenset()
     extra_roots: frozenset[str] = field(default_factory=frozenset)
+    lazy: frozenset[str] = frozenset()
+    """``with`` keys rendered per item by the step itself rather than once before it runs."""
 
 
 STEP_TYPES: dict[str, StepType] = {
-    "transform": StepType(TransformConfig),
+    "transform": StepType(TransformConfig, lazy=frozenset({"filter", "map"})),
+    "validate": StepType(ValidateConfig),
+    "foreach": StepType(
+        NoConfig,
+        structure=frozenset({"items", "parallelism", "max_items", "batch_size", "on_item_error", "steps"}),
+        required_structure=frozenset({"items", "steps"}),
+    ),
+    "parallel": StepType(
+        NoConfig, structure=frozenset({"branches", "fail_fast"}), required_structure=frozenset({"branches"})
+    ),
+    "wait": StepType(WaitConfig, structure=frozenset({"on_timeout"})),
+    "sub_workflow": StepType(SubWorkflowConfig),
     "set": StepType(SetConfig),
     "switch": StepType(
         NoConfig, structure=frozenset({"cases", "default"}), required_structure=frozenset({"cases"})
@@ -164,6 +470,10 @@ STEP_TYPES: dict[str, StepType] = {
     "http_request": StepType(HttpRequestConfig, activity="http_request"),
     "api_call": StepType(HttpRequestConfig, activity="http_request"),
     "notification": StepType(NotificationConfig, activity="notification"),
+    "database_query": StepType(DatabaseQueryConfig, activity="database_query"),
+    "data_fetch": StepType(DataFetchConfig, activity="data_fetch"),
+    "custom_code": StepType(CustomCodeConfig, activity="custom_code"),
+    "ai_process": StepType(AiProcessConfig, activity="ai_process"),
 }
 
 

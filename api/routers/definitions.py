@@ -10,12 +10,13 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from api.auth import Admin, Viewer
-from api.deps import SessionDep
+from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.documents import DOCUMENT_BODY, read_document
 from core import definitions as store
 from core.diff import diff_documents
 from core.mermaid import definition_flowchart
 from core.models import Definition, DefinitionVersion
+from core.schedules import repoint_schedules
 from workflows.definition import DefinitionInvalid, Problem, parse
 
 router = APIRouter(prefix="/api/v1/definitions", tags=["definitions"])
@@ -175,9 +176,17 @@ async def diff_versions(session: SessionDep, _caller: Viewer, name: str, a: int,
 
 
 @router.post("/{name}/versions/{version}/publish", response_model=SaveResponse)
-async def publish_version(session: SessionDep, _caller: Admin, name: str, version: int) -> SaveResponse:
-    """Make ``version`` the active one (atomic); running executions keep theirs."""
+async def publish_version(
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    _caller: Admin,
+    name: str,
+    version: int,
+) -> SaveResponse:
+    """Make ``version`` the active one (atomic); running executions keep theirs, schedules start it next."""
     definition = await store.publish_version(session, name=name, version=version)
+    await repoint_schedules(session, temporal, name=name, task_queue=settings.task_queue)
     return SaveResponse(
         name=name,
         version=version,

@@ -17,6 +17,11 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+CATALOG_KEY = "catalogue-key-123"
+"""The credential the /catalog routes want: a bearer token for pages, an X-Api-Key for the cursor."""
+CATALOG = [{"sku": f"SKU-{i}", "price": i * 1.5} for i in range(1, 8)]
+"""Seven products the /catalog routes page through."""
+
 
 class Target:
     """The server's app plus what it has seen, for assertions."""
@@ -103,6 +108,38 @@ class Target:
         async def hook(name: str, request: Request) -> JSONResponse:
             self.requests.append({"path": f"/hook/{name}", "json": await request.json()})
             return JSONResponse({"ok": True})
+
+        @app.get("/catalog/pages")
+        async def catalog_pages(request: Request, page: int = 1, per_page: int = 3) -> JSONResponse:
+            """``CATALOG`` by page number under ``data.items``, empty past the end; wants the bearer key."""
+            self.requests.append(
+                {
+                    "path": "/catalog/pages",
+                    "query": dict(request.query_params),
+                    "authorization": request.headers.get("authorization"),
+                }
+            )
+            if request.headers.get("authorization") != f"Bearer {CATALOG_KEY}":
+                return JSONResponse({"authorized": False}, status_code=401)
+            start = (page - 1) * per_page
+            return JSONResponse({"data": {"items": CATALOG[start : start + per_page], "page": page}})
+
+        @app.get("/catalog/cursor")
+        async def catalog_cursor(request: Request, cursor: str | None = None, limit: int = 3) -> JSONResponse:
+            """``CATALOG`` in slices of ``limit``; ``meta.next`` is the next cursor, null at the end."""
+            self.requests.append(
+                {
+                    "path": "/catalog/cursor",
+                    "query": dict(request.query_params),
+                    "api_key": request.headers.get("x-api-key"),
+                }
+            )
+            if request.headers.get("x-api-key") != CATALOG_KEY:
+                return JSONResponse({"authorized": False}, status_code=401)
+            start = int(cursor.removeprefix("c")) if cursor else 0
+            end = start + limit
+            following = f"c{end}" if end < len(CATALOG) else None
+            return JSONResponse({"results": CATALOG[start:end], "meta": {"next": following}})
 
 
 def free_port() -> int:

@@ -1,0 +1,302 @@
+"""``custom_code``: the user's Python in a separate, limited process; JSON in, JSON out.
+
+The child is ``python -I -S`` (no environment variables, no user or site packages, no current directory on
+``sys.path``) in a fresh temporary directory, in its own session so that the whole process group can be
+killed. Limits: wall-clock time (the parent kills the group), CPU seconds, address space, file size and
+process count (``setrlimit`` in the child before the user's code is read), and the bytes it may print or
+return (the parent stops reading and kills). This bounds runaway code; it is not a jail for hostile code:
+the child runs as the worker's user and can read what that user can.
+
+Protocol: stdin carries the input as JSON; the child's stdout and stderr (``print``, warnings) are the log
+channel, returned as ``StepOutcome.logs``; the result travels on a separate pipe as one JSON report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities._secrets import with_secrets
+from core.settings import Settings
+from workflows import errors
+from workflows.messages import StepOutcome, StepRequest
+from workflows.steps import CustomCodeConfig, parse_config
+
+CODE_FILE = "main.py"
+"""The user's source, in the child's working directory."""
+HEARTBEAT_S = 1.0
+LOG_LINES = 50
+LOG_LINE_CHARS = 500
+FILE_SIZE_LIMIT = 16 * 1024 * 1024
+"""Largest file the code may write in its temporary directory."""
+_CHUNK = 64 * 1024
+_TRACEBACK_CHARS = 8_000
+
+# Runs in the child. Everything it needs is imported before the limits are set and the user's code runs, so
+# reporting a MemoryError needs no import; the reserve is dropped to make room for the report. Limits are set
+# here rather than in a preexec_fn because running Python between fork and exec is unsafe in a threaded
+# process, and the worker is one.
+_RUNNER = r"""
+import json, linecache, os, resource, sys, traceback
+memory, cpu, fsize = map(int, sys.argv[1:4])
+for limit, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_FSIZE, fsize), (resource.RLIMIT_CORE, 0)):
+    resource.setrlimit(limit, (value, value))
+resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+try:
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+except (ValueError, OSError):
+    pass
+os.environ.clear()
+report = os.fdopen(os.dup(1), "wb")
+os.dup2(2, 1)
+reserve = bytearray(1 << 20)
+
+def send(doc):
+    report.write(json.dumps(doc, allow_nan=False).encode())
+    report.flush()
+
+def user_traceback(exc):
+    tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+try:
+    with open("main.py", encoding="utf-8") as file:
+        source = file.read()
+    linecache.cache["<custom_code>"] = (len(source), None, source.splitlines(True), "<custom_code>")
+    data = json.load(sys.stdin.buffer)
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__, "input": data}
+    exec(compile(source, "<custom_code>", "exec", dont_inherit=True), namespace)
+    main = namespace.get("main")
+    result = main(data) if callable(main) else namespace.get("result")
+except MemoryError as exc:
+    reserve = None
+    namespace = data = None
+    send({"ok": False, "kind": "memory", "message": "MemoryError", "traceback": user_traceback(exc)})
+    sys.exit(1)
+except BaseException as exc:
+    reserve = None
+    message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    send({"ok": False, "kind": "error", "message": message, "traceback": user_traceback(exc)})
+    sys.exit(1)
+sys.stdout.flush()
+try:
+    encoded = json.dumps({"ok": True, "result": result}, allow_nan=False).encode()
+except MemoryError:
+    reserve = None
+    send({"ok": False, "kind": "memory", "message": "MemoryError while encoding the result"})
+    sys.exit(1)
+except (TypeError, ValueError) as exc:
+    send({"ok": False, "kind": "result", "message": f"the result is not JSON: {exc}"})
+    sys.exit(1)
+report.write(encoded)
+report.flush()
+"""
+
+
+class _OutputTooLarge(Exception):
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.stream = stream
+
+
+@dataclass
+class _Finished:
+    returncode: int
+    report: bytes
+    output: bytes
+
+
+class CodeActivities:
+    """The ``custom_code`` step: one child process per attempt, killed with its group on any way out."""
+
+    def __init__(self, settings: Settings, *, python: str | None = None) -> None:
+        self._settings = settings
+        self._python = python or sys.executable
+
+    @activity.defn(name="custom_code")
+    async def custom_code(self, request: StepRequest) -> StepOutcome:
+        """Run the step's code on its input and return what ``main(input)`` returned (or ``result``)."""
+        config = _config(with_secrets(request.config, self._settings.secrets))
+        timeout = float(config.timeout)
+        activity.logger.info(
+            "running custom code (%d bytes, timeout %gs, %d MB)", len(config.code), timeout, config.memory_mb
+        )
+        finished = await self._run(config, timeout)
+        logs = _log_lines(finished.output)
+        report = _report(finished, timeout)
+        return StepOutcome(output=report.get("result"), attempt=activity.info().attempt, logs=logs)
+
+    async def _run(self, config: CustomCodeConfig, seconds: float) -> _Finished:
+        try:
+            stdin = json.dumps(config.input, allow_nan=False).encode()
+        except ValueError as exc:
+            raise ApplicationError(
+                f"the input is not JSON: {exc}", type=errors.CONFIG_INVALID, non_retryable=True
+            ) from None
+        with tempfile.TemporaryDirectory(prefix="conveyor-code-", ignore_cleanup_errors=True) as workdir:
+            await asyncio.to_thread(Path(workdir, CODE_FILE).write_text, config.code, encoding="utf-8")
+            limits = (config.memory_mb * 1024 * 1024, math.ceil(seconds) + 1, FILE_SIZE_LIMIT)
+            process = await asyncio.create_subprocess_exec(
+                self._python,
+                "-I",
+                "-S",
+                "-c",
+                _RUNNER,
+                *map(str, limits),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=workdir,
+                env={},
+                start_new_session=True,
+            )
+            try:
+                return await _communicate(process, stdin, seconds, config.max_output_bytes)
+            finally:
+                # Also on success: anything the code started in its group goes with it.
+                _kill_group(process)
+                await process.wait()
+
+
+async def _communicate(
+    process: asyncio.subprocess.Process, stdin: bytes, seconds: float, cap: int
+) -> _Finished:
+    assert process.stdin and process.stdout and process.stderr
+    printed: list[bytes] = []
+    feeder = asyncio.create_task(_feed(process.stdin, stdin))
+    # The report wraps the result in a few bytes of its own.
+    report = asyncio.create_task(_read_capped(process.stdout, cap + 64, "result", []))
+    output = asyncio.create_task(_read_capped(process.stderr, cap, "output", printed))
+    exited = asyncio.create_task(process.wait())
+    tasks = {feeder, report, output, exited}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    try:
+        pending = set(tasks)
+        while pending:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ApplicationError(
+                    f"the code ran longer than its {seconds:g}s timeout and was stopped",
+                    _details(b"".join(printed)),
+                    type=errors.CODE_TIMEOUT,
+                    non_retryable=True,
+                )
+            done, pending = await asyncio.wait(
+                pending, timeout=min(remaining, HEARTBEAT_S), return_when=asyncio.FIRST_EXCEPTION
+            )
+            for task in done:
+                task.result()
+            activity.heartbeat()
+    except _OutputTooLarge as exc:
+        what = "returned" if exc.stream == "result" else "printed"
+        raise ApplicationError(
+            f"the code {what} more than {cap} bytes and was stopped",
+            type=errors.CODE_OUTPUT_TOO_LARGE,
+            non_retryable=True,
+        ) from None
+    finally:
+        for task in tasks:
+            task.cancel()
+    return _Finished(returncode=exited.result(), report=report.result(), output=output.result())
+
+
+async def _feed(stream: asyncio.StreamWriter, data: bytes) -> None:
+    # Code that never reads its input may exit before taking it all.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        stream.write(data)
+        await stream.drain()
+        stream.close()
+
+
+async def _read_capped(stream: asyncio.StreamReader, cap: int, name: str, chunks: list[bytes]) -> bytes:
+    """Everything ``stream`` yields, collected in ``chunks`` as it comes (for partial output on timeout)."""
+    size = 0
+    while chunk := await stream.read(_CHUNK):
+        size += len(chunk)
+        if size > cap:
+            raise _OutputTooLarge(name)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _kill_group(process: asyncio.subprocess.Process) -> None:
+    # The child leads its own session, so its pid is the group id; an empty group is already gone.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _report(finished: _Finished, timeout: float) -> dict[str, Any]:
+    """The child's report, or the step error that explains why it has none or why it failed."""
+    report: Any = None
+    if finished.report:
+        try:
+            report = json.loads(finished.report)
+        except ValueError:
+            report = None
+    if isinstance(report, dict) and report.get("ok") is True and finished.returncode == 0:
+        return report
+    details = _details(finished.output)
+    if isinstance(report, dict) and report.get("ok") is False:
+        message = str(report.get("message", "the code failed"))
+        if report.get("traceback"):
+            details["traceback"] = str(report["traceback"])[-_TRACEBACK_CHARS:]
+        if report.get("kind") == "memory":
+            raise ApplicationError(
+                "the code ran out of memory (MemoryError) and was stopped",
+                details,
+                type=errors.CODE_MEMORY_EXCEEDED,
+                non_retryable=True,
+            )
+        raise ApplicationError(message, details, type=errors.CODE_ERROR, non_retryable=True)
+    code = finished.returncode
+    if code == -signal.SIGXCPU:
+        raise ApplicationError(
+            f"the code used more than its CPU time limit ({math.ceil(timeout) + 1}s) and was stopped",
+            details,
+            type=errors.CODE_TIMEOUT,
+            non_retryable=True,
+        )
+    if code == -signal.SIGXFSZ:
+        message = f"the code wrote a file larger than {FILE_SIZE_LIMIT} bytes and was stopped"
+    elif code < 0:
+        message = f"the code was killed by {signal.Signals(-code).name}"
+    else:
+        message = f"the code exited with status {code} without a result"
+    raise ApplicationError(message, details, type=errors.CODE_ERROR, non_retryable=True)
+
+
+def _details(output: bytes) -> dict[str, Any]:
+    lines = [line["message"] for line in _log_lines(output)]
+    return {"output": lines[-20:]} if lines else {}
+
+
+def _log_lines(output: bytes) -> list[dict[str, Any]]:
+    """What the code printed, as log lines: at most ``LOG_LINES``, each cut at ``LOG_LINE_CHARS``."""
+    lines = output.decode("utf-8", errors="replace").splitlines()
+    kept = [
+        {"level": "info", "message": line if len(line) <= LOG_LINE_CHARS else line[:LOG_LINE_CHARS] + "…"}
+        for line in lines[:LOG_LINES]
+    ]
+    if len(lines) > LOG_LINES:
+        kept.append({"level": "info", "message": f"… {len(lines) - LOG_LINES} more line(s) not kept"})
+    return kept
+
+
+def _config(values: dict[str, Any]) -> CustomCodeConfig:
+    try:
+        return parse_config(CustomCodeConfig, values)
+    except ValueError as exc:
+        raise ApplicationError(str(exc), type=errors.CONFIG_INVALID, non_retryable=True) from None
