@@ -79,7 +79,19 @@ class HttpActivities:
         body = _decode(response, raw)
         _raise_for_status(response, body, config.raise_for_status, jittered_delay(request))
         output = {"status": response.status_code, "headers": dict(response.headers), "body": body}
-        return StepOutcome(output=output, attempt=info.attempt)
+        elapsed_ms = round(response.elapsed.total_seconds() * 1000, 1) if response.is_closed else None
+        summary = {
+            "level": "info",
+            "message": f"{config.method} {_redact_query(config.url)} -> {response.status_code}",
+            "metadata": {
+                "method": config.method,
+                "url": _redact_query(config.url),
+                "status": response.status_code,
+                "bytes": len(raw),
+                "elapsed_ms": elapsed_ms,
+            },
+        }
+        return StepOutcome(output=output, attempt=info.attempt, logs=[summary])
 
 
 def _config(values: dict[str, Any]) -> HttpRequestConfig:

@@ -84,17 +84,23 @@ async def test_a_global_result_is_the_output(client: Client, worker: Worker) -> 
 
 async def test_an_exception_fails_the_step_with_the_users_traceback(client: Client, worker: Worker) -> None:
     source = (
-        "def share(total, people):\n    return total / people\n\ndef main(input):\n    return share(10, 0)\n"
+        "def share(total, people):\n"
+        "    return total / people\n"
+        "\n"
+        "def main(input):\n"
+        "    print('splitting')\n"
+        "    return share(10, 0)\n"
     )
     failure = await fails_while_others_run(client, worker, code("split", source))
     assert failure.type == "CodeError"
     assert failure.error["step"] == "split"
     assert failure.error["message"] == "ZeroDivisionError: division by zero"
     traceback = failure.error["details"]["traceback"]
-    assert 'File "<custom_code>", line 5, in main' in traceback
+    assert 'File "<custom_code>", line 6, in main' in traceback
     assert 'File "<custom_code>", line 2, in share' in traceback
     assert "return total / people" in traceback
     assert "activities" not in traceback and "-c" not in traceback, "only the user's frames"
+    assert failure.error["details"]["output"] == ["splitting"], "what it printed before it failed"
     assert failure.step("split")["attempts"] == 1
 
 

@@ -413,3 +413,18 @@ async def test_a_step_retry_overrides_only_the_fields_it_names(
     assert failure.type == "HttpServerError"
     assert failure.step("call")["attempts"] == 2
     assert target.counts[flaky] == 2
+
+
+async def test_each_call_leaves_a_summary_in_the_execution_log(
+    client: Client, worker: Worker, target: Target
+) -> None:
+    handle = await start(
+        client,
+        worker.task_queue,
+        definition({"id": "call", "type": "http_request", "with": {"url": f"{target.url}/echo?token=hidden"}}),
+    )
+    await handle.result()
+    logs = await handle.query("logs")
+    [line] = [entry for entry in logs if entry["step"] == "call"]
+    assert line["message"] == f"GET {target.url}/echo -> 200"  # the query string, often a token, is left out
+    assert line["metadata"]["status"] == 200 and line["metadata"]["bytes"] > 0

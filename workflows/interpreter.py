@@ -559,6 +559,8 @@ class DefinitionWorkflow:
 
     async def _on_step_error(self, step: Step, record: StepRecord, failure: StepFailed) -> None:
         """Apply the step's ``optional`` / ``on_error`` to a failure, or let it fail the block."""
+        if step.type not in _ACTIVITY_LOGGED and not self._scope().quiet:
+            self._log("error", f"{failure.error.code}: {failure.error.message}", step.id)
         if isinstance(step.on_error, tuple):
             self._finish(record, "failed", failure.error)
             await self._run_block(step.on_error)
@@ -1112,6 +1114,9 @@ class DefinitionWorkflow:
     def _now() -> str:
         return workflow.now().isoformat()
 
+
+_ACTIVITY_LOGGED = frozenset(name for name, spec in STEP_TYPES.items() if spec.activity is not None)
+"""Step types whose failures the activity path logs already (with the attempts)."""
 
 _STEP_EVENTS = {
     "completed": "step_completed",
