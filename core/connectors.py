@@ -115,9 +115,7 @@ async def create_connector(
     if await session.get(Connector, name) is not None:
         raise Conflict("CONNECTOR_EXISTS", f"a connector named {name!r} exists", {"name": name})
     now = utcnow()
-    row = Connector(
-        name=name, type=type, config=model.model_dump(exclude_none=True), created_at=now, updated_at=now
-    )
+    row = Connector(name=name, type=type, config=model.model_dump(), created_at=now, updated_at=now)
     session.add(row)
     try:
         await session.commit()
@@ -134,7 +132,7 @@ async def replace_connector(
     model = parse_config(type, config)
     row = await get_connector(session, name=name)
     row.type = type
-    row.config = model.model_dump(exclude_none=True)
+    row.config = model.model_dump()
     row.updated_at = utcnow()
     session.add(row)
     await session.commit()

@@ -90,7 +90,20 @@ async def signal_execution(client: Client, execution_id: str, name: str, payload
         raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
 
 
+async def decide(client: Client, execution_id: str, name: str, payload: Any) -> ControlResult:
+    """Resolve the ``wait`` step waiting for ``name``; a payload breaking its schema is refused (422)."""
+    answer = await _execute_update(client, execution_id, name, payload, dict)
+    return ControlResult(state="PROCESSING", message=f"{name} accepted: {answer}")
+
+
 async def _update(client: Client, execution_id: str, update: str, request: object) -> ControlResult:
+    result: ControlResult = await _execute_update(client, execution_id, update, request, ControlResult)
+    return result
+
+
+async def _execute_update(
+    client: Client, execution_id: str, update: str, request: object, result_type: type
+) -> Any:
     handle = client.get_workflow_handle(execution_id)
     description = await describe_handle(handle)
     if description.status != WorkflowExecutionStatus.RUNNING:
@@ -99,7 +112,7 @@ async def _update(client: Client, execution_id: str, update: str, request: objec
             "INVALID_STATE", f"{update} needs a running execution; this one is {state}", {"state": state}
         )
     try:
-        result: ControlResult = await handle.execute_update(update, request, result_type=ControlResult)
+        result = await handle.execute_update(update, request, result_type=result_type)
     except WorkflowUpdateFailedError as exc:
         # The workflow's validator rejected it: nothing was written to the execution's history.
         cause = exc.cause

@@ -330,3 +330,32 @@ async def test_sub_workflow_through_the_api(api: httpx.AsyncClient, client: Clie
             break
         await asyncio.sleep(0.05)
     assert child_status is not None and child_status.name == "CANCELED"
+
+
+async def test_an_approval_through_the_api(api: httpx.AsyncClient, client: Client) -> None:
+    document = {
+        "name": "needs-approval",
+        "steps": [
+            {"id": "approval", "type": "wait",
+             "with": {"event": "approve", "schema": {"type": "object", "required": ["by"]}}},
+            {"id": "done", "type": "transform", "with": {"value": "{{ steps.approval.output.by }}"}},
+        ],
+    }  # fmt: skip
+    await api.post("/api/v1/definitions", json=document)
+    execution_id = (await api.post("/api/v1/definitions/needs-approval/executions", json={})).json()[
+        "execution_id"
+    ]
+    for _ in range(100):
+        if (await api.get(f"/api/v1/executions/{execution_id}")).json()["state"] == "WAITING":
+            break
+        await asyncio.sleep(0.05)
+    wrong = await api.post(
+        f"/api/v1/executions/{execution_id}/updates/approve", json={"payload": {"who": "x"}}
+    )
+    assert wrong.status_code == 422 and wrong.json()["details"]["problems"][0]["path"] == "$.payload"
+    unknown = await api.post(f"/api/v1/executions/{execution_id}/updates/reject", json={"payload": {}})
+    assert unknown.status_code == 409
+    ok = await api.post(f"/api/v1/executions/{execution_id}/updates/approve", json={"payload": {"by": "ada"}})
+    assert ok.status_code == 200, ok.text
+    result = await client.get_workflow_handle(execution_id).result()
+    assert result["output"] == "ada"

@@ -21,6 +21,9 @@ from tests.support.run import start
 from tests.support.target import Target, free_port
 from workflows.definition import DefinitionInvalid, parse
 
+# The test server wants a login over plain text, which aiosmtpd warns about: fine on loopback.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+
 FAST_RETRY = {"max_attempts": 2, "initial_interval": "100ms", "backoff": 1.0}
 SMTP_USER = "conveyor"
 SMTP_PASSWORD = "smtp-pa55"

@@ -310,6 +310,20 @@ async def signal_execution(
     return ControlAnswer(execution_id=execution_id, state="", message=f"signal {name} sent")
 
 
+@router.post("/executions/{execution_id:path}/updates/{name}", response_model=ControlAnswer)
+async def update_execution(
+    temporal: TemporalDep,
+    _caller: Operator,
+    execution_id: str,
+    name: str,
+    body: SignalBody = Body(default_factory=SignalBody),
+) -> ControlAnswer:
+    """Resolve a ``wait`` step by a named update: refused (409/422) unless a wait expects it and the
+    payload fits its schema; nothing is recorded when it is refused."""
+    result = await control.decide(temporal, execution_id, name, body.payload)
+    return ControlAnswer(execution_id=execution_id, state=result.state, message=result.message)
+
+
 @router.get("/executions/{execution_id:path}", response_model=ExecutionView)
 async def get_execution(temporal: TemporalDep, _caller: Viewer, execution_id: str) -> ExecutionView:
     """State, per-step status, input, output and error of one execution."""
