@@ -30,8 +30,8 @@ pytest: $(STAMP)
 bench: $(STAMP)  ## B1 interpreter overhead against a hand-written workflow
 	$(PY) -m bench.b1_interpreter
 
-replay-record: $(STAMP)  ## re-record the committed replay histories
-	$(PY) -m tests.replay.record
+replay-record: $(STAMP)  ## record histories for new replay cases (ARGS=--all re-records every one)
+	$(PY) -m tests.replay.record $(ARGS)
 
 clean:
 	rm -rf $(VENV) .data .mypy_cache .pytest_cache .ruff_cache

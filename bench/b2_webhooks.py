@@ -100,7 +100,8 @@ class B2Result:
         for r in self.rates:
             lines.append(
                 f"| {r.offered_per_s:g} | {r.sent} | {r.accepted} | {r.errors} | {r.accepted_per_s:.1f} | "
-                f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.1f} | {'yes' if r.exactly_once else '**no**'} |"
+                f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.1f} | "
+                f"{'yes' if r.exactly_once else '**no**'} |"
             )
         return "\n".join(lines)
 
@@ -356,7 +357,8 @@ def write_results(result: B2Result) -> None:
             f"- machine: {meta['machine']}",
             f"- command: `{meta['command']}`; {meta['store']}",
             f"- load: open loop, ~{meta['duration_s_per_rate']:g} s per rate (at most "
-            f"{meta['max_requests_per_rate']} deliveries), unique `X-GitHub-Delivery` each, 300-byte JSON bodies; "
+            f"{meta['max_requests_per_rate']} deliveries), a unique `X-GitHub-Delivery` each, "
+            "300-byte JSON bodies; "
             f"took {meta['took_s']:g} s",
             "",
             result.table(),

@@ -20,6 +20,10 @@ class ReplayCase:
     definition: dict[str, Any]
     input: dict[str, Any] = field(default_factory=dict)
     cancel_after_s: float | None = None
+    signals: tuple[tuple[str, Any], ...] = ()
+    """Sent once the execution is WAITING."""
+    retry_patch: dict[str, Any] | None = None
+    """Once the execution is SUSPENDED, it is retried with this input patch."""
 
 
 def _example(file: str) -> dict[str, Any]:
@@ -122,10 +126,85 @@ EXAMPLE_INPUTS: dict[str, dict[str, Any]] = {
 """Inputs for the examples that need some; ``{target}`` is replaced as in definitions."""
 
 
+FLOW: list[ReplayCase] = [
+    ReplayCase(
+        "flow-foreach-parallel-validate",
+        {
+            "name": "flow-foreach-parallel-validate",
+            "steps": [
+                {
+                    "id": "check",
+                    "type": "validate",
+                    "with": {"items": "{{ input.codes }}", "rules": [{"rule": "min", "value": 200}]},
+                },
+                {
+                    "id": "each",
+                    "type": "foreach",
+                    "items": "{{ steps.check.output.valid }}",
+                    "parallelism": 2,
+                    "on_item_error": "continue",
+                    "steps": [
+                        {
+                            "id": "call",
+                            "type": "http_request",
+                            "retry": {"max_attempts": 1},
+                            "with": {"url": "{target}/status/{{ item }}"},
+                        }
+                    ],
+                },
+                {
+                    "id": "both",
+                    "type": "parallel",
+                    "branches": {
+                        "a": [
+                            {
+                                "id": "sum",
+                                "type": "transform",
+                                "with": {
+                                    "items": "{{ input.codes }}",
+                                    "aggregate": {"metrics": {"n": {"count": True}}},
+                                },
+                            }
+                        ],
+                        "b": [{"id": "nap", "type": "delay", "with": {"duration": "1s"}}],
+                    },
+                },
+            ],
+        },
+        {"codes": [200, 404, 100, 201]},
+    ),
+    ReplayCase(
+        "flow-wait-signal",
+        {
+            "name": "flow-wait-signal",
+            "steps": [
+                {"id": "approval", "type": "wait", "with": {"event": "approve", "timeout": "1h"}},
+                {"id": "after", "type": "transform", "with": {"value": "{{ steps.approval.output.by }}"}},
+            ],
+        },
+        signals=(("approve", {"by": "ada"}),),
+    ),
+    ReplayCase(
+        "flow-park-and-retry",
+        {
+            "name": "flow-park-and-retry",
+            "input": {"type": "object"},
+            "failure": {"suspend": True, "retries": []},
+            "steps": [
+                {"id": "call", "type": "http_request", "with": {"url": "{{ input.url }}"}},
+                {"id": "after", "type": "transform", "with": {"value": "{{ steps.call.output.status }}"}},
+            ],
+        },
+        {"url": "{target}/status/422"},
+        retry_patch={"url": "{target}/echo"},
+    ),
+]
+
+
 def all_cases() -> list[ReplayCase]:
     """Every case the recorder runs: the features above and the examples that run offline."""
     examples = [
         ReplayCase(f"example-{path.stem}", _example(path.name), EXAMPLE_INPUTS.get(path.stem, {}))
         for path in sorted(EXAMPLES.glob("*.yaml"))
     ]
-    return FEATURES + examples
+    return FEATURES + FLOW + examples

@@ -11,8 +11,9 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from core import names
@@ -22,6 +23,7 @@ from tests.replay.cases import HISTORIES, ReplayCase, all_cases
 from tests.support.run import start
 from tests.support.target import Target, serve
 from worker import conveyor_worker
+from workflows.messages import RetryRequest
 
 QUEUE = "replay-recorder"
 
@@ -43,17 +45,36 @@ async def record() -> None:
         target.url = url
         HISTORIES.mkdir(parents=True, exist_ok=True)
         for case in all_cases():
+            path = HISTORIES / f"{case.name}.json"
+            if path.exists() and "--all" not in sys.argv:
+                continue  # a committed history guards the behaviour it was recorded with: keep it
             definition, values = with_target(case, url)
             values = prepare_input(definition.get("input"), values)  # type: ignore[arg-type]
             handle = await start(env.client, QUEUE, definition, values)
             if case.cancel_after_s is not None:
                 await asyncio.sleep(case.cancel_after_s)
                 await handle.cancel()
+            if case.signals:
+                await _until_state(handle, "WAITING")
+                for name, payload in case.signals:
+                    await handle.signal(name, payload)
+            if case.retry_patch is not None:
+                await _until_state(handle, "SUSPENDED")
+                patch = json.loads(json.dumps(case.retry_patch).replace("{target}", url))
+                await handle.execute_update(names.UPDATE_RETRY, RetryRequest(input_patch=patch))
             with contextlib.suppress(WorkflowFailureError):  # failed and cancelled runs are recorded too
                 await handle.result()
             history = await handle.fetch_history()
-            (HISTORIES / f"{case.name}.json").write_text(history.to_json())
+            path.write_text(history.to_json())
             print(f"recorded {case.name}: {len(history.events)} events")
+
+
+async def _until_state(handle: WorkflowHandle[Any, Any], state: str) -> None:
+    for _ in range(200):
+        if (await handle.query(names.QUERY_DESCRIBE))["state"] == state:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{handle.id} never reached {state}")
 
 
 if __name__ == "__main__":
