@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import HttpActivities, NotificationActivities
+from activities._masking import SecretMasker, SecretMaskingInterceptor
 from activities.ai import AiActivities
 from activities.code import CodeActivities
 from activities.database import DatabaseActivities
@@ -47,6 +48,11 @@ async def conveyor_worker(
             workflows=[DefinitionWorkflow],
             workflow_runner=workflow_runner(),
             graceful_shutdown_timeout=timedelta(seconds=10),
+            interceptors=[
+                SecretMaskingInterceptor(
+                    SecretMasker(s.get_secret_value() for s in settings.secrets.values())
+                )
+            ],
             activities=[
                 HttpActivities(http, settings).http_request,
                 NotificationActivities(http, settings).notification,

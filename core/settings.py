@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
     )
     migrate_on_start: bool = Field(default=True, description="Apply database migrations when the API starts")
 
+    secrets_file: Path | None = Field(
+        default=None,
+        description="More secrets: a JSON object or NAME=value lines (the environment wins on a clash)",
+    )
     secrets: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="Values for {{ secrets.NAME }}, resolved inside activities only (CONVEYOR_SECRETS__NAME)",
@@ -94,6 +99,32 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = Field(default=None, description="Password of the SMTP login")
     smtp_from: str = Field(default="conveyor@localhost", description="Sender address of notification emails")
     smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection with STARTTLS")
+
+    @model_validator(mode="after")
+    def _read_secrets_file(self) -> Settings:
+        if self.secrets_file is not None:
+            from_file = _secrets_from(self.secrets_file)
+            self.secrets = {**from_file, **self.secrets}
+        return self
+
+
+def _secrets_from(path: Path) -> dict[str, SecretStr]:
+    """Secrets in a JSON object or ``NAME=value`` lines; names are matched without regard to case."""
+    text = path.read_text()
+    if text.lstrip().startswith("{"):
+        values = json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a secrets file in JSON is one object of NAME: value")
+        return {str(k).lower(): SecretStr(str(v)) for k, v in values.items()}
+    pairs: dict[str, SecretStr] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{path}:{number}: expected NAME=value")
+        pairs[name.strip().lower()] = SecretStr(value.strip().strip('"').strip("'"))
+    return pairs
 
 
 @lru_cache(maxsize=1)

@@ -421,10 +421,48 @@ async def test_each_call_leaves_a_summary_in_the_execution_log(
     handle = await start(
         client,
         worker.task_queue,
-        definition({"id": "call", "type": "http_request", "with": {"url": f"{target.url}/echo?token=hidden"}}),
+        definition(
+            {"id": "call", "type": "http_request", "with": {"url": f"{target.url}/echo?token=hidden"}}
+        ),
     )
     await handle.result()
     logs = await handle.query("logs")
     [line] = [entry for entry in logs if entry["step"] == "call"]
     assert line["message"] == f"GET {target.url}/echo -> 200"  # the query string, often a token, is left out
     assert line["metadata"]["status"] == 200 and line["metadata"]["bytes"] > 0
+
+
+async def test_a_secret_echoed_back_is_masked_before_history(
+    client: Client, worker: Worker, target: Target
+) -> None:
+    handle = await start(
+        client,
+        worker.task_queue,
+        definition(
+            {
+                "id": "call",
+                "type": "http_request",
+                "with": {
+                    "url": f"{target.url}/echo",
+                    "auth": {"type": "bearer", "token": "{{ secrets.TARGET_TOKEN }}"},
+                },
+            }
+        ),
+    )
+    result = await handle.result()
+    assert target.requests[-1]["headers"]["authorization"] == "Bearer s3cr3t-token"  # the server got it
+    assert result.steps[0].status == "completed"
+    assert "s3cr3t-token" not in history_text(await handle.fetch_history())
+    view = await handle.query("describe")
+    assert view["output"]["body"]["headers"]["authorization"] == "Bearer ***"
+
+
+def test_secrets_come_from_a_file_too(tmp_path: Any) -> None:
+    json_file = tmp_path / "secrets.json"
+    json_file.write_text('{"SUPPLIER_TOKEN": "from-json"}')
+    lines = tmp_path / "secrets.env"
+    lines.write_text("# comment\nSMTP_PASSWORD = 'from-lines'\nOTHER=x=y\n")
+    assert Settings(secrets_file=json_file).secrets["supplier_token"].get_secret_value() == "from-json"
+    from_lines = Settings(secrets_file=lines, secrets={"other": "env-wins"})  # type: ignore[dict-item]
+    assert from_lines.secrets["smtp_password"].get_secret_value() == "from-lines"
+    assert from_lines.secrets["other"].get_secret_value() == "env-wins"
