@@ -42,6 +42,7 @@ LOG_LINE_CHARS = 500
 FILE_SIZE_LIMIT = 16 * 1024 * 1024
 """Largest file the code may write in its temporary directory."""
 _CHUNK = 64 * 1024
+_REAP_S = 5.0
 _TRACEBACK_CHARS = 8_000
 
 # Runs in the child. Everything it needs is imported before the limits are set and the user's code runs, so
@@ -167,7 +168,7 @@ class CodeActivities:
             finally:
                 # Also on success: anything the code started in its group goes with it.
                 _kill_group(process)
-                await process.wait()
+                await _reap(process)
 
 
 async def _communicate(
@@ -210,6 +211,8 @@ async def _communicate(
     finally:
         for task in tasks:
             task.cancel()
+        # Let the cancelled readers let go of their streams before _reap reads them.
+        await asyncio.gather(*tasks, return_exceptions=True)
     return _Finished(returncode=exited.result(), report=report.result(), output=output.result())
 
 
@@ -230,6 +233,22 @@ async def _read_capped(stream: asyncio.StreamReader, cap: int, name: str, chunks
             raise _OutputTooLarge(name)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _reap(process: asyncio.subprocess.Process) -> None:
+    """Wait for the killed child. On Python 3.11 ``wait()`` returns only once its pipes are closed, and a
+    reader stopped at the output cap may have paused its pipe; reading both to their end (at once, as the
+    group is dead) unblocks it. A grandchild that left the group could hold the pipes open: give up then."""
+    assert process.stdin and process.stdout and process.stderr
+    process.stdin.close()
+
+    async def drain(stream: asyncio.StreamReader) -> None:
+        while await stream.read(_CHUNK):
+            pass
+
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_REAP_S):
+            await asyncio.gather(drain(process.stdout), drain(process.stderr), process.wait())
 
 
 def _kill_group(process: asyncio.subprocess.Process) -> None:

@@ -35,7 +35,7 @@ class BaselineWork:
     activity: str
     config: dict[str, Any]
     keep: str | None = None
-    """Key of the activity output to keep per item (as the interpreter's step ``output`` does); all if None."""
+    """Key of the activity output kept per item (as the interpreter's step ``output``); None keeps all."""
     timeout_s: float = 30.0
     max_attempts: int = 3
 
@@ -92,7 +92,9 @@ class BaselineBatchWorkflow:
             async with gate:
                 outcome = await workflow.execute_activity(
                     work.activity,
-                    StepRequest(execution_id=execution_id, step_id=STEP_ID, config=_render(work.config, item)),
+                    StepRequest(
+                        execution_id=execution_id, step_id=STEP_ID, config=_render(work.config, item)
+                    ),
                     result_type=StepOutcome,
                     start_to_close_timeout=timedelta(seconds=work.timeout_s),
                     retry_policy=retry,

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     )
     migrate_on_start: bool = Field(default=True, description="Apply database migrations when the API starts")
 
+    blob_dir: Path = Field(
+        default=Path(".data/blobs"),
+        description="Blob store for large payloads; API and workers must share it",
+    )
+    payload_ref_bytes: int = Field(
+        default=256 * 1024, description="Payloads larger than this travel through Temporal by reference"
+    )
     secrets_file: Path | None = Field(
         default=None,
         description="More secrets: a JSON object or NAME=value lines (the environment wins on a clash)",

@@ -3,7 +3,9 @@ queue and worker per test, a real HTTP target on loopback, and the store on SQLi
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core import names
+from core.payloads import data_converter
 from core.settings import Settings
 from tests.support.api import running_api
 from tests.support.target import Target, serve
@@ -58,9 +61,24 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
 
 
+# One blob store for every client, worker and API of the session, as they share one in production.
+os.environ.setdefault("CONVEYOR_BLOB_DIR", tempfile.mkdtemp(prefix="conveyor-blobs-"))
+
+
+@pytest.fixture(scope="session")
+def blob_dir() -> Path:
+    return Path(os.environ["CONVEYOR_BLOB_DIR"])
+
+
 @pytest.fixture
-def client(temporal_env: WorkflowEnvironment) -> Client:
-    return temporal_env.client
+def client(temporal_env: WorkflowEnvironment, blob_dir: Path) -> Client:
+    """The dev server's client with Conveyor's data converter (large payloads by reference)."""
+    base = temporal_env.client
+    return Client(
+        base.service_client,
+        namespace=base.namespace,
+        data_converter=data_converter(blob_dir, Settings().payload_ref_bytes),
+    )
 
 
 @pytest.fixture

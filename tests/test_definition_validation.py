@@ -306,8 +306,8 @@ def test_notification_webhook_without_url() -> None:
 
 def test_notification_with_an_unknown_key_and_channel() -> None:
     assert sorted(
-        paths(doc(step("tell", "notification", with_={"channel": "pigeon", "message": "hi", "to": "me"})))
-    ) == ["$.steps[0].with.channel", "$.steps[0].with.to"]
+        paths(doc(step("tell", "notification", with_={"channel": "pigeon", "message": "hi", "cc": "me"})))
+    ) == ["$.steps[0].with.cc", "$.steps[0].with.channel"]
 
 
 def test_a_switch_without_cases_and_a_transform_with_cases() -> None:

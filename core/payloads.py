@@ -1,0 +1,76 @@
+"""Payloads by reference: large payloads go to a blob store and travel through Temporal as a reference.
+
+A Temporal payload codec (the "claim check" pattern): the API and every worker encode with it, so a step
+output of megabytes is one small reference in the history, and anyone reading through Conveyor gets the
+data back. The interpreter never sees the difference. The blob store is a directory every process shares
+(a local folder by default; a network volume when API and workers run on several machines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import DataConverter, PayloadCodec
+
+ENCODING = b"conveyor/blob-ref"
+
+
+class BlobStore:
+    """Content-addressed files: the key is the SHA-256 of the bytes, so writing twice stores once."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def _path(self, key: str) -> Path:
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise ValueError(f"not a blob key: {key!r}")
+        return self._root / key[:2] / key
+
+    def put(self, data: bytes) -> str:
+        key = hashlib.sha256(data).hexdigest()
+        path = self._path(key)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial")
+            partial.write_bytes(data)
+            partial.replace(path)  # atomic: a reader never sees half a blob
+        return key
+
+    def get(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+
+class ClaimCheckCodec(PayloadCodec):
+    """Payloads larger than ``threshold`` bytes are stored in ``store`` and replaced by their key."""
+
+    def __init__(self, store: BlobStore, threshold: int) -> None:
+        self._store = store
+        self._threshold = threshold
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [await self._encode_one(p) for p in payloads]
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [await self._decode_one(p) for p in payloads]
+
+    async def _encode_one(self, payload: Payload) -> Payload:
+        if payload.ByteSize() <= self._threshold:
+            return payload
+        key = await asyncio.to_thread(self._store.put, payload.SerializeToString())
+        return Payload(metadata={"encoding": ENCODING}, data=key.encode())
+
+    async def _decode_one(self, payload: Payload) -> Payload:
+        if payload.metadata.get("encoding") != ENCODING:
+            return payload
+        original = Payload()
+        original.ParseFromString(await asyncio.to_thread(self._store.get, payload.data.decode()))
+        return original
+
+
+def data_converter(blob_dir: Path, threshold: int) -> DataConverter:
+    """Temporal's default JSON converter with the claim-check codec."""
+    return DataConverter(payload_codec=ClaimCheckCodec(BlobStore(blob_dir), threshold))
