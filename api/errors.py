@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import ConveyorError
@@ -82,6 +83,13 @@ def install_error_handlers(app: FastAPI) -> None:
         response = error_response(exc.status_code, code, str(exc.detail))
         if exc.headers:
             response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def store_busy(_request: Request, exc: SQLAlchemyTimeoutError) -> JSONResponse:
+        # Every pooled connection is taken: the caller may retry; this is load, not a bug.
+        response = error_response(503, "STORE_BUSY", "the database is busy; retry shortly")
+        response.headers["Retry-After"] = "1"
         return response
 
     @app.exception_handler(Exception)

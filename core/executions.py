@@ -6,12 +6,15 @@ import asyncio
 import base64
 import binascii
 import re
+import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import (
     Client,
@@ -27,7 +30,12 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    TerminatedError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from core import names
@@ -36,7 +44,7 @@ from core.errors import BadRequest, Conflict, NotFound, Unavailable
 from core.inputs import prepare_input
 from core.models import ExecutionRecord
 from workflows.definition import Definition
-from workflows.messages import ExecutionInput, ExecutionSnapshot
+from workflows.messages import ChildDefinition, ExecutionInput, ExecutionSnapshot
 from workflows.states import ExecutionState
 
 _QUERY_TIMEOUT = timedelta(seconds=5)
@@ -65,6 +73,48 @@ class Started:
     error: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What starting a version needs, worked out once per version: versions never change."""
+
+    version: int
+    document: dict[str, Any]
+    definition: Definition
+    children: dict[str, ChildDefinition]
+
+
+_PLAN_TTL_S = 1.0
+"""How long a process trusts its idea of a definition's active version (a publish shows within this)."""
+_plans: dict[tuple[str, int | None], tuple[float, _Plan]] = {}
+
+
+async def _plan(session: AsyncSession, name: str, version: int | None) -> _Plan:
+    key = (name, version)
+    cached = _plans.get(key)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    chosen = await runnable_version(session, name=name, version=version)
+    pinned = _plans.get((name, -chosen.version))  # the parsed version, kept beyond the TTL
+    if pinned is None:
+        plan = _Plan(
+            version=chosen.version,
+            document=chosen.document,
+            definition=Definition.model_validate(chosen.document),
+            children=await pinned_children(session, document=chosen.document),
+        )
+        _plans[(name, -chosen.version)] = (float("inf"), plan)
+    else:
+        plan = pinned[1]
+    _plans[key] = (time.monotonic() + _PLAN_TTL_S, plan)
+    return plan
+
+
+def forget_plans(name: str) -> None:
+    """Drop this process's cached active version of ``name`` (after a publish or an archive)."""
+    for key in [k for k in _plans if k[0] == name and (k[1] is None or k[1] >= 0)]:
+        _plans.pop(key, None)
+
+
 async def start_execution(
     session: AsyncSession,
     client: Client,
@@ -76,74 +126,80 @@ async def start_execution(
     caller_id: str | None = None,
     trigger: str = "api",
     actor: str | None = None,
+    record_also: Sequence[SQLModel] = (),
 ) -> Started:
-    """Start ``name`` once per ``caller_id``: the same id again returns the execution it started."""
+    """Start ``name`` once per ``caller_id``: the same id again returns the execution it started.
+
+    Temporal itself refuses a second run under the same workflow id (USE_EXISTING, REJECT_DUPLICATE), so
+    the start comes first and the SQL record after it, in one commit with ``record_also``: whoever commits
+    the record answers "created", every concurrent or later repeat gets the same execution. The record
+    outlives Temporal's retention, so a repeat after that is still recognised.
+    """
     if caller_id is not None and not CALLER_ID.match(caller_id):
         raise BadRequest("INVALID_ID", "id may hold 1-128 letters, digits and . _ : @ -", {"field": "id"})
-    chosen = await runnable_version(session, name=name, version=version)
-    definition = Definition.model_validate(chosen.document)
-    prepared = prepare_input(definition.input, input)
-    children = await pinned_children(session, document=chosen.document)
     workflow_id = f"{name}/{caller_id or uuid.uuid4()}"
-
-    record = ExecutionRecord(
-        workflow_id=workflow_id, definition=name, version=chosen.version, trigger=trigger
-    )
-    session.add(record)
-    try:
-        await session.commit()
-    except IntegrityError:
-        # The id was used before: this is a repeat of an earlier request, answered with its execution.
-        await session.rollback()
+    if caller_id is not None:
         existing = await session.get(ExecutionRecord, workflow_id)
-        if existing is None:  # pragma: no cover - the row that conflicted was deleted in between
-            raise Conflict(
-                "EXECUTION_CONFLICT", f"execution {workflow_id} is being started; try again"
-            ) from None
-        state = await _current_state(client, workflow_id)
-        return Started(
-            workflow_id, existing.run_id, existing.definition, existing.version, state, created=False
-        )
-
+        if existing is not None:
+            return await _repeat(client, existing)
+    plan = await _plan(session, name, version)
+    prepared = prepare_input(plan.definition.input, input)
+    timeout = plan.definition.limits.timeout
     try:
         handle = await client.start_workflow(
             names.DEFINITION_WORKFLOW,
             ExecutionInput(
-                definition=chosen.document,
+                definition=plan.document,
                 name=name,
-                version=chosen.version,
+                version=plan.version,
                 input=prepared,
                 trigger=trigger,
                 actor=actor,
-                children=children,
+                children=plan.children,
             ),
             id=workflow_id,
             task_queue=task_queue,
-            execution_timeout=timedelta(seconds=definition.limits.timeout)
-            if definition.limits.timeout
-            else None,
+            execution_timeout=timedelta(seconds=timeout) if timeout else None,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(names.SA_DEFINITION, name),
-                    SearchAttributePair(names.SA_VERSION, chosen.version),
+                    SearchAttributePair(names.SA_VERSION, plan.version),
                     SearchAttributePair(names.SA_STATE, ExecutionState.QUEUED.value),
                     SearchAttributePair(names.SA_TRIGGER, trigger),
                 ]
             ),
             result_type=ExecutionSnapshot,
         )
+        run_id = handle.result_run_id
+    except WorkflowAlreadyStartedError as exc:
+        # Closed within Temporal's retention and started again: the earlier run is the answer.
+        run_id = exc.run_id
     except RPCError as exc:
-        # Nothing started, so nothing may stay recorded: the caller can retry with the same id.
-        await session.delete(record)
-        await session.commit()
         raise Unavailable("TEMPORAL_UNAVAILABLE", f"could not start the execution: {exc.message}") from exc
-    record.run_id = handle.result_run_id
+    record = ExecutionRecord(
+        workflow_id=workflow_id, run_id=run_id, definition=name, version=plan.version, trigger=trigger
+    )
     session.add(record)
-    await session.commit()
+    session.add_all(record_also)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()  # a concurrent repeat recorded it first: the same execution
+        existing = await session.get(ExecutionRecord, workflow_id)
+        if existing is None:  # pragma: no cover - deleted in between
+            raise Conflict(
+                "EXECUTION_CONFLICT", f"execution {workflow_id} is being started; try again"
+            ) from None
+        return await _repeat(client, existing)
+    return Started(workflow_id, run_id, name, plan.version, ExecutionState.QUEUED.value, created=True)
+
+
+async def _repeat(client: Client, existing: ExecutionRecord) -> Started:
+    state = await _current_state(client, existing.workflow_id)
     return Started(
-        workflow_id, handle.result_run_id, name, chosen.version, ExecutionState.QUEUED.value, created=True
+        existing.workflow_id, existing.run_id, existing.definition, existing.version, state, created=False
     )
 
 

@@ -7,7 +7,6 @@ the ``executions`` record dedupe it) and a ``deliveries`` row maps it to that ex
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
@@ -23,7 +22,6 @@ from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
@@ -32,7 +30,7 @@ from core import schedules
 from core.definitions import get_definition, runnable_version
 from core.errors import BadRequest, Conflict, NotFound, Unprocessable
 from core.executions import start_execution
-from core.models import Delivery, ExecutionRecord, Trigger, utcnow
+from core.models import Delivery, Trigger, utcnow
 from core.settings import Settings
 from core.signatures import HmacOptions, Scheme, standard_key, verify
 from workflows.expressions import ExpressionError, check_template, render, templates_in
@@ -483,94 +481,27 @@ async def accept_delivery(
     parsed = parse_body(body, lowered.get("content-type", ""))
     delivery_id = delivery_id_of(config.scheme, lowered, body, parsed, config.id_header)
     await _purge_expired(session)
-    known = await _known_delivery(session, trigger_id=trigger_id, delivery_id=delivery_id)
-    if known is not None:
-        return Accepted(known, delivery_id, created=False)
-    execution_id, created = await _start_once(
+    now = utcnow()
+    started = await start_execution(
         session,
         client,
-        settings,
-        trigger_id=trigger_id,
-        definition=definition,
-        caller_id=f"hook-{trigger_id}-{delivery_id}",
+        task_queue=settings.task_queue,
+        name=definition,
         input=map_input(config, parsed, lowered, query),
+        caller_id=f"hook-{trigger_id}-{delivery_id}",
+        trigger="webhook",
+        actor=f"webhook:{trigger_id}",
+        record_also=[
+            Delivery(
+                trigger_id=trigger_id,
+                delivery_id=delivery_id,
+                execution_id=f"{definition}/hook-{trigger_id}-{delivery_id}",
+                created_at=now,
+                expires_at=now + timedelta(seconds=settings.webhook_dedupe_ttl_s),
+            )
+        ],
     )
-    await _remember(
-        session, settings, trigger_id=trigger_id, delivery_id=delivery_id, execution_id=execution_id
-    )
-    return Accepted(execution_id, delivery_id, created=created)
-
-
-async def _start_once(
-    session: AsyncSession,
-    client: Client,
-    settings: Settings,
-    *,
-    trigger_id: str,
-    definition: str,
-    caller_id: str,
-    input: dict[str, Any],
-) -> tuple[str, bool]:
-    """Start the delivery's execution, or find the one a concurrent request is starting and wait for it.
-
-    A duplicate is answered only once Temporal accepted the start: while the first request is still
-    starting, the record has no run id yet; if that start fails, the record is gone and this one starts it.
-    """
-    deadline = time.monotonic() + 10.0
-    while True:
-        started = await start_execution(
-            session,
-            client,
-            task_queue=settings.task_queue,
-            name=definition,
-            input=input,
-            caller_id=caller_id,
-            trigger="webhook",
-            actor=f"webhook:{trigger_id}",
-        )
-        if started.created or started.run_id is not None:
-            return started.execution_id, started.created
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-            record = await session.get(ExecutionRecord, started.execution_id, populate_existing=True)
-            if record is None:
-                break  # the first start failed and was undone: try it ourselves
-            if record.run_id is not None:
-                return started.execution_id, False
-        else:
-            # The first request is still starting after 10 s; its record names the execution all the same.
-            return started.execution_id, False
-
-
-async def _known_delivery(session: AsyncSession, *, trigger_id: str, delivery_id: str) -> str | None:
-    query = select(Delivery).where(Delivery.trigger_id == trigger_id, Delivery.delivery_id == delivery_id)
-    row = (await session.exec(query)).first()
-    if row is None:
-        return None
-    if _aware(row.expires_at) <= utcnow():
-        await session.delete(row)
-        await session.commit()
-        return None
-    return row.execution_id
-
-
-async def _remember(
-    session: AsyncSession, settings: Settings, *, trigger_id: str, delivery_id: str, execution_id: str
-) -> None:
-    now = utcnow()
-    session.add(
-        Delivery(
-            trigger_id=trigger_id,
-            delivery_id=delivery_id,
-            execution_id=execution_id,
-            created_at=now,
-            expires_at=now + timedelta(seconds=settings.webhook_dedupe_ttl_s),
-        )
-    )
-    try:
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()  # a concurrent duplicate recorded it first: same execution
+    return Accepted(started.execution_id, delivery_id, created=started.created)
 
 
 async def _purge_expired(session: AsyncSession) -> None:

@@ -14,6 +14,7 @@ from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.documents import DOCUMENT_BODY, read_document
 from core import definitions as store
 from core.diff import diff_documents
+from core.executions import forget_plans
 from core.mermaid import definition_flowchart
 from core.models import Definition, DefinitionVersion
 from core.schedules import repoint_schedules
@@ -100,6 +101,7 @@ async def create_definition(
     """Create a definition or add a version when the content changed (the first version is published)."""
     document = await read_document(request)
     saved = await store.save_definition(session, document=document, publish=publish)
+    forget_plans(saved.definition.name)
     if not saved.created:
         response.status_code = 200
     active = saved.definition.active_version
@@ -186,6 +188,7 @@ async def publish_version(
 ) -> SaveResponse:
     """Make ``version`` the active one (atomic); running executions keep theirs, schedules start it next."""
     definition = await store.publish_version(session, name=name, version=version)
+    forget_plans(name)
     await repoint_schedules(session, temporal, name=name, task_queue=settings.task_queue)
     return SaveResponse(
         name=name,
@@ -220,4 +223,5 @@ class ArchiveResponse(BaseModel):
 async def archive_definition(session: SessionDep, _caller: Admin, name: str) -> ArchiveResponse:
     """Archive: no new executions; running ones continue. Posting the definition again restores it."""
     definition = await store.archive_definition(session, name=name)
+    forget_plans(name)
     return ArchiveResponse(name=definition.name, archived=definition.archived)
