@@ -27,10 +27,12 @@ from activities.ai import AiActivities
 from activities.code import CodeActivities
 from activities.database import DatabaseActivities
 from activities.fetch import FetchActivities
+from activities.lanes import LaneActivities
 from core.db import create_engine, session_factory
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from workflows.interpreter import DefinitionWorkflow
+from workflows.lanes import LaneWorkflow
 from workflows.sandbox import workflow_runner
 
 
@@ -38,14 +40,16 @@ from workflows.sandbox import workflow_runner
 async def conveyor_worker(
     client: Client, settings: Settings, *, task_queue: str | None = None
 ) -> AsyncIterator[Worker]:
-    """A running worker for the interpreter and every step activity; stops when the block exits."""
+    """A running worker for the interpreter, the admission lanes and every step activity; stops when the
+    block exits."""
     store = create_engine(settings.database_url)
     database = DatabaseActivities(session_factory(store), settings)
+    lanes = LaneActivities(client)
     async with httpx.AsyncClient(follow_redirects=True) as http:
         worker = Worker(
             client,
             task_queue=task_queue or settings.task_queue,
-            workflows=[DefinitionWorkflow],
+            workflows=[DefinitionWorkflow, LaneWorkflow],
             workflow_runner=workflow_runner(),
             graceful_shutdown_timeout=timedelta(seconds=10),
             interceptors=[
@@ -60,6 +64,8 @@ async def conveyor_worker(
                 FetchActivities(http, database, settings).data_fetch,
                 CodeActivities(settings).custom_code,
                 AiActivities(http, settings).ai_process,
+                lanes.lane_acquire,
+                lanes.lane_check,
             ],
         )
         try:

@@ -146,7 +146,7 @@ async def wait_ready(url: str, child: asyncio.subprocess.Process) -> None:
 
 
 @asynccontextmanager
-async def stack(tmp: Path) -> AsyncIterator[tuple[Client, str, Path]]:
+async def stack(tmp: Path, *, with_worker: bool = True) -> AsyncIterator[tuple[Client, str, Path]]:
     """Dev server (in this process's control), worker and API processes; yields client, API URL, store."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(TEMPORAL_CLI),
@@ -173,8 +173,15 @@ async def stack(tmp: Path) -> AsyncIterator[tuple[Client, str, Path]]:
             str(port),
         ]
         api_args += ["--log-level", "warning", "--no-access-log"]
+        # Without a worker the executions are started (and counted) but not run, which measures ingest alone;
+        # with one, the 2 cores also carry every execution's workflow task.
+        worker = (
+            [sys.executable, "worker.py"]
+            if with_worker
+            else [sys.executable, "-c", "import time; time.sleep(1e9)"]
+        )
         async with (
-            process([sys.executable, "worker.py"], settings),
+            process(worker, settings),
             process(api_args, settings) as api,
         ):
             url = f"http://127.0.0.1:{port}"
@@ -255,13 +262,18 @@ async def verify(
 
 
 async def measure(
-    rates: Sequence[float], *, duration_s: float, max_requests: int, progress: bool = True
+    rates: Sequence[float],
+    *,
+    duration_s: float,
+    max_requests: int,
+    progress: bool = True,
+    with_worker: bool = True,
 ) -> B2Result:
     """Run the whole benchmark: start the stack, create the trigger, offer each rate, verify."""
     result = B2Result()
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="b2-") as tmp:
-        async with stack(Path(tmp)) as (client, api_url, store):
+        async with stack(Path(tmp), with_worker=with_worker) as (client, api_url, store):
             limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
             async with httpx.AsyncClient(base_url=api_url, timeout=30, limits=limits) as http:
                 assert (await http.post("/api/v1/definitions", json=DEFINITION)).status_code == 201
@@ -388,9 +400,14 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per rate (default 15)")
     parser.add_argument("--max-requests", type=int, default=1500, help="cap on deliveries per rate")
     parser.add_argument("--no-write", action="store_true", help="print only; leave results and BENCHMARKS.md")
+    parser.add_argument(
+        "--no-worker", action="store_true", help="ingest alone: executions start but no worker runs them"
+    )
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
-    result = await measure(rates, duration_s=args.duration, max_requests=args.max_requests)
+    result = await measure(
+        rates, duration_s=args.duration, max_requests=args.max_requests, with_worker=not args.no_worker
+    )
     print(result.table())
     print(f"p99 crosses {CROSSING_MS:g} ms at: {result.p99_crossing()}; goal met: {result.goal()}")
     if not args.no_write:

@@ -36,6 +36,28 @@ UPDATE_SUSPEND: Final = "suspend"
 UPDATE_RESUME: Final = "resume"
 """Update (``ControlRequest``): continue an execution suspended by ``suspend``."""
 
+LANE_WORKFLOW: Final = "LaneWorkflow"
+"""Workflow type of the admission lane of one (definition, key): id ``lane/<definition>[/<key>]``."""
+
+SIGNAL_LANE_ACQUIRE: Final = "acquire"
+"""Signal to a lane (``LaneRequest``): an execution asks for a slot (sent with signal-with-start)."""
+
+SIGNAL_LANE_RELEASE: Final = "release"
+"""Signal to a lane (``LaneRelease``): an execution ended, or gave up waiting; idempotent."""
+
+SIGNAL_LANE_VERDICT: Final = "lane_verdict"
+"""Signal from a lane to an execution (``LaneVerdict``): run now, or skip. ``cancel_new`` and
+``cancel_oldest`` use Temporal cancellation with the reason instead."""
+
+QUERY_LANE: Final = "lane"
+"""Query on a lane: its limits, running executions, queue and recent starts (``LaneState``)."""
+
+ACTIVITY_LANE_ACQUIRE: Final = "lane_acquire"
+"""Activity: signal-with-start the execution's lane (workflow code cannot signal-with-start)."""
+
+ACTIVITY_LANE_CHECK: Final = "lane_check"
+"""Activity: which of a lane's slot holders are no longer running (terminated without releasing)."""
+
 SA_DEFINITION: Final = SearchAttributeKey.for_keyword("ConveyorDefinition")
 SA_VERSION: Final = SearchAttributeKey.for_int("ConveyorVersion")
 SA_STATE: Final = SearchAttributeKey.for_keyword("ConveyorState")

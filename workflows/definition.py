@@ -73,12 +73,34 @@ class FailurePolicy(_Frozen):
     retries: tuple[Seconds, ...] = (60.0, 120.0, 240.0)
 
 
+OnLimit = Literal["queue", "cancel_new", "cancel_oldest", "skip"]
+
+
 class Limits(_Frozen):
-    """Bounds on a whole execution."""
+    """Bounds on a whole execution, and admission: how many executions of the definition run at once
+    (``max_concurrent``) and start per rolling minute (``per_minute``), per ``key`` when it is given.
+
+    ``on_limit`` says what a new execution does when a limit is reached: ``queue`` (wait in QUEUED, first
+    come first served), ``cancel_new`` (it ends CANCELLED), ``cancel_oldest`` (the oldest running one is
+    cancelled and the new one runs; a rate limit still queues it) or ``skip`` (it ends COMPLETED with
+    output ``{"skipped": true, "reason": ...}`` and runs no step).
+    """
 
     timeout: Seconds | None = None
     max_concurrent: int | None = Field(default=None, ge=1)
     per_minute: int | None = Field(default=None, ge=1)
+    key: str | None = Field(default=None, min_length=1, max_length=500)
+    """A template (``{{ input.supplier_id }}``): executions with the same value share one lane."""
+    on_limit: OnLimit = "queue"
+
+    @model_validator(mode="after")
+    def _admission_needs_a_limit(self) -> Limits:
+        admits = self.max_concurrent is not None or self.per_minute is not None
+        if not admits and (self.key is not None or "on_limit" in self.model_fields_set):
+            raise ValueError("'key' and 'on_limit' need 'max_concurrent' or 'per_minute'")
+        if self.on_limit == "cancel_oldest" and self.max_concurrent is None:
+            raise ValueError("on_limit 'cancel_oldest' needs 'max_concurrent'")
+        return self
 
 
 def _on_error_kind(value: Any) -> str:
@@ -295,6 +317,8 @@ def _semantic_problems(definition: Definition) -> Iterator[Problem]:
         yield from _template_problems(step, path, known)
 
     yield from _template_problems_in(definition.output, "$.output", known)
+    # The key is rendered before any step runs: ``steps`` has nothing in it yet.
+    yield from _template_problems_in(definition.limits.key, "$.limits.key", frozenset())
     if definition.input is not None:
         try:
             Draft202012Validator.check_schema(definition.input)

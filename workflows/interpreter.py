@@ -22,11 +22,13 @@ from temporalio.exceptions import (
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
+    FailureError,
     RetryState,
     TimeoutError,
 )
 
 with workflow.unsafe.imports_passed_through():
+    from activities.lanes import LaneLimits, LaneRelease, LaneRequest, LaneTicket, LaneVerdict, lane_id
     from core import names
     from workflows import data_ops, errors, expressions
     from workflows.definition import (
@@ -71,6 +73,10 @@ with workflow.unsafe.imports_passed_through():
 PATCH_CANCELLED_ACTIVITY = "cancelled-activity-step-is-cancelled"
 """Histories from before it recorded a cancelled activity step as failed (and a cancelled execution as
 failed when an activity was running)."""
+
+PATCH_ADMISSION = "admission-limits"
+"""Histories from before it ran a definition with ``limits.max_concurrent`` / ``per_minute`` straight to
+PROCESSING; only such definitions check it, so others record no marker."""
 
 PATCH_PARK_ON_FAILURE = "park-on-failure"
 """Histories from before it failed an execution at the first failed step, with no workflow-level retry,
@@ -214,8 +220,9 @@ class DefinitionWorkflow:
         started = workflow.info().workflow_start_time.isoformat()
         self._move(ExecutionState.QUEUED, "started", at=started, actor=request.actor)
         self._event("started", data={"definition": request.name, "version": request.version})
-        self._move(ExecutionState.PROCESSING, "picked up by a worker")
         try:
+            await self._admit()
+            self._move(ExecutionState.PROCESSING, "picked up by a worker")
             while True:
                 try:
                     await self._run_block(self._definition.steps)
@@ -242,17 +249,98 @@ class DefinitionWorkflow:
             ) from None
         except asyncio.CancelledError:
             self._error = StepError(code=errors.CANCELLED, message="execution cancelled")
+            admitted = self._state is not ExecutionState.QUEUED  # QUEUED here: still waiting for its lane
             if self._state is ExecutionState.RETRYING:  # the table leaves RETRYING only for QUEUED
                 self._move(ExecutionState.QUEUED, "cancelled while waiting to retry")
-            self._move(ExecutionState.CANCELLED, "cancellation requested")
+            # A lane's cancel_new / cancel_oldest gives its reason ("limit reached ...").
+            self._move(ExecutionState.CANCELLED, workflow.cancellation_reason() or "cancellation requested")
             self._event("cancelled")
-            await self._run_cleanup()
+            if admitted:
+                await self._run_cleanup()
             self._closed_at = self._now()
             raise
+        finally:
+            await self._release()
         self._move(ExecutionState.COMPLETED, "all steps finished")
         self._event("completed", data={"output": self._output})
         self._closed_at = self._now()
         return self.describe()
+
+    # -- admission (limits.max_concurrent / per_minute, through the definition's lane) -------------------
+
+    _lane: str | None = None
+    """The lane this run asked for a slot; released at every end unless the lane refused it."""
+    _verdict: LaneVerdict | None = None
+
+    async def _admit(self) -> None:
+        """Wait in QUEUED for a slot of the definition's lane; returns at once for a definition without
+        limits, which issues no command here. A ``skip`` verdict ends the execution as completed with
+        ``{"skipped": true, "reason": ...}``; ``cancel_new`` arrives as a cancellation."""
+        limits = self._definition.limits
+        if limits.max_concurrent is None and limits.per_minute is None:
+            return
+        if not workflow.patched(PATCH_ADMISSION):
+            return
+        try:
+            key = None if limits.key is None else str(self._render(None, limits.key, "limits.key"))
+        except StepFailed as failure:
+            self._move(ExecutionState.PROCESSING, "picked up by a worker")
+            raise StepFailed(failure.error, final=True) from None
+
+        def on_verdict(verdict: LaneVerdict) -> None:
+            self._verdict = verdict
+
+        workflow.set_signal_handler(names.SIGNAL_LANE_VERDICT, on_verdict)
+        info = workflow.info()
+        self._lane = lane_id(self._request.name, key)
+        self._log("info", f"waiting for a slot in {self._lane}", None)
+        try:
+            await workflow.execute_activity(
+                names.ACTIVITY_LANE_ACQUIRE,
+                LaneRequest(
+                    execution_id=info.workflow_id,
+                    run_id=info.run_id,
+                    definition=self._request.name,
+                    key=key,
+                    limits=LaneLimits(
+                        max_concurrent=limits.max_concurrent,
+                        per_minute=limits.per_minute,
+                        on_limit=limits.on_limit,
+                    ),
+                ),
+                result_type=LaneTicket,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+                summary="admission",
+            )
+        except ActivityError as exc:
+            if isinstance(exc.cause, CancelledError):  # cancelled while asking: the cancel path takes over
+                raise asyncio.CancelledError() from None
+            raise
+        await workflow.wait_condition(lambda: self._verdict is not None)
+        assert self._verdict is not None
+        if self._verdict.granted:
+            self._log("info", f"admitted by {self._lane}", None)
+            return
+        self._lane = None  # the lane keeps nothing for a refused run
+        reason = self._verdict.reason or "limit reached"
+        self._move(ExecutionState.PROCESSING, f"skipped: {reason}")
+        raise EndExecution({"skipped": True, "reason": reason})
+
+    async def _release(self) -> None:
+        """Give the lane back this run's slot (or its place in the queue); a lane that is gone is fine."""
+        if self._lane is None:
+            return
+        lane, self._lane = self._lane, None
+        info = workflow.info()
+        try:
+            await workflow.get_external_workflow_handle(lane).signal(
+                names.SIGNAL_LANE_RELEASE, LaneRelease(execution_id=info.workflow_id, run_id=info.run_id)
+            )
+        except (FailureError, asyncio.CancelledError):
+            # The lane has exited (nothing to free), or the run was cancelled as it ended: a lane frees the
+            # slot of a closed run itself when it verifies its holders.
+            self._log("warning", f"could not release the slot in {lane}", None)
 
     async def _recover(self, failure: StepFailed) -> bool:
         """Retry the execution later or park it for an operator; False when it is to fail for good."""
