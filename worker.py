@@ -26,6 +26,7 @@ from activities._masking import SecretMasker, SecretMaskingInterceptor
 from activities.ai import AiActivities
 from activities.code import CodeActivities
 from activities.database import DatabaseActivities
+from activities.emit import EmitActivities
 from activities.fetch import FetchActivities
 from activities.lanes import LaneActivities
 from core.db import create_engine, session_factory
@@ -64,6 +65,7 @@ async def conveyor_worker(
                 FetchActivities(http, database, settings).data_fetch,
                 CodeActivities(settings).custom_code,
                 AiActivities(http, settings).ai_process,
+                EmitActivities(session_factory(store), client, settings).emit,
                 lanes.lane_acquire,
                 lanes.lane_check,
             ],

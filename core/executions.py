@@ -42,6 +42,7 @@ from core import names
 from core.definitions import pinned_children, runnable_version
 from core.errors import BadRequest, Conflict, NotFound, Unavailable
 from core.inputs import prepare_input
+from core.listeners import anyone_listens_to_executions
 from core.models import ExecutionRecord
 from workflows.definition import Definition
 from workflows.messages import ChildDefinition, ExecutionInput, ExecutionSnapshot
@@ -156,6 +157,7 @@ async def start_execution(
                 trigger=trigger,
                 actor=actor,
                 children=plan.children,
+                emit_lifecycle=await anyone_listens_to_executions(session),
             ),
             id=workflow_id,
             task_queue=task_queue,

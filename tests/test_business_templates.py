@@ -147,11 +147,6 @@ async def run(api: httpx.AsyncClient, name: str, input: dict[str, Any] | None = 
     answer = await api.post(f"/api/v1/definitions/{name}/executions", json={"input": input or {}, "wait": 50})
     assert answer.status_code == 201, answer.text
     execution: dict[str, Any] = answer.json()
-    import json as _j
-    logs = (await api.get(f"/api/v1/executions/{execution['execution_id']}/logs")).json()
-    print("\n=====", name, _j.dumps(execution["output"])[:1500])
-    for line in logs if isinstance(logs, list) else logs.get("logs", logs):
-        print("   LOG", line if isinstance(line, str) else (line.get("level"), line.get("step"), line.get("message")))
     assert execution["state"] == "COMPLETED", execution
     return execution
 

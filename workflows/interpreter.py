@@ -239,6 +239,7 @@ class DefinitionWorkflow:
                 self._move(ExecutionState.FAILED, failure.error.message, step=failure.error.step)
             self._event("failed", failure.error.step, {"error": _error_view(failure.error)})
             await self._run_cleanup()
+            await self._publish("execution.failed", {"error": _error_view(failure.error)})
             self._closed_at = self._now()
             where = f"step {failure.error.step}" if failure.error.step else "execution"
             raise ApplicationError(
@@ -263,6 +264,7 @@ class DefinitionWorkflow:
             await self._release()
         self._move(ExecutionState.COMPLETED, "all steps finished")
         self._event("completed", data={"output": self._output})
+        await self._publish("execution.completed", {"output": self._output})
         self._closed_at = self._now()
         return self.describe()
 
@@ -1083,6 +1085,28 @@ class DefinitionWorkflow:
         if outcome.attempt > 1:
             self._log("info", f"succeeded on attempt {outcome.attempt}", step.id)
         return outcome.output
+
+    async def _publish(self, event: str, data: dict[str, Any]) -> None:
+        """An execution event for event triggers, when the API saw one listening at the start."""
+        if not self._request.emit_lifecycle:
+            return
+        payload = {"definition": self._request.name, "version": self._request.version,
+                   "execution_id": self._execution["id"], **data}  # fmt: skip
+        try:
+            await workflow.execute_activity(
+                "emit",
+                StepRequest(
+                    execution_id=self._execution["id"],
+                    step_id="(execution)",
+                    config={"event": event, "data": payload},
+                ),
+                result_type=StepOutcome,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=5),
+                summary=event,
+            )
+        except ActivityError as exc:
+            self._log("error", f"could not publish {event}: {exc.cause or exc}", None)
 
     async def _run_cleanup(self) -> None:
         """The definition's ``on_error`` steps; their own failures are recorded, never raised."""

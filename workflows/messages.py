@@ -23,6 +23,8 @@ class ExecutionInput:
     """Snapshots of the definitions its ``sub_workflow`` steps run, pinned when the execution started."""
     context: dict[str, Any] | None = None
     """For a ``foreach`` batch run as a child: the parent's ``steps`` and ``vars`` its templates read."""
+    emit_lifecycle: bool = False
+    """Publish ``execution.completed`` / ``execution.failed`` at the end: some event trigger listens."""
 
 
 @dataclass

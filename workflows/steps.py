@@ -143,6 +143,13 @@ class WaitConfig(StepConfig):
 RESERVED_EVENTS = frozenset({"retry", "skip", "suspend", "resume"})
 
 
+class EmitConfig(StepConfig):
+    """``emit``: publish ``event`` with ``data``; event triggers that match start their definitions."""
+
+    event: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")
+    data: Any = None
+
+
 class SubWorkflowConfig(StepConfig):
     """``sub_workflow``: run another definition as a child; its output is this step's output."""
 
@@ -460,6 +467,7 @@ STEP_TYPES: dict[str, StepType] = {
     ),
     "wait": StepType(WaitConfig, structure=frozenset({"on_timeout"})),
     "sub_workflow": StepType(SubWorkflowConfig),
+    "emit": StepType(EmitConfig, activity="emit"),
     "set": StepType(SetConfig),
     "switch": StepType(
         NoConfig, structure=frozenset({"cases", "default"}), required_structure=frozenset({"cases"})

@@ -1,0 +1,30 @@
+"""Whether anything listens for execution events, so executions publish them only then."""
+
+from __future__ import annotations
+
+import time
+from fnmatch import fnmatchcase
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.models import Trigger
+
+LIFECYCLE_EVENTS = ("execution.completed", "execution.failed")
+"""Events the interpreter publishes itself, when some event trigger listens for them."""
+
+_LISTENING_TTL_S = 1.0
+_listening: tuple[float, bool] = (0.0, False)
+
+
+async def anyone_listens_to_executions(session: AsyncSession) -> bool:
+    """Whether some active event trigger waits for execution events (cached for a second)."""
+    global _listening
+    expires, answer = _listening
+    if expires > time.monotonic():
+        return answer
+    query = select(Trigger).where(col(Trigger.type) == "event", col(Trigger.paused).is_(False))
+    patterns = [str(t.config.get("event", "")) for t in (await session.exec(query)).all()]
+    answer = any(fnmatchcase(name, p) for p in patterns for name in LIFECYCLE_EVENTS)
+    _listening = (time.monotonic() + _LISTENING_TTL_S, answer)
+    return answer
