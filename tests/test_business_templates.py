@@ -198,6 +198,7 @@ async def test_the_four_templates_on_sqlite(api: httpx.AsyncClient, demo: Demo, 
     listed = (await run(api, "listing-creation"))["output"]
     assert listed["listed"] == [sku for sku in GOOD_SKUS if sku != "OFF-003"]
     assert listed["not_ready"] == [{"sku": "OFF-003", "errors": ["the marketplace needs a picture"]}]
+    print("FAILED", listed["failed"], listed["listed"], demo.state.calls)
     assert listed["failed"] == []
     assert demo.state.rate_limited == ["POST /marketplace/listings"]
     market = {listing["sku"]: listing for listing in demo.state.listings.values()}
