@@ -67,6 +67,8 @@ class LaneVerdict:
     granted: bool
     reason: str = ""
     lane: str = ""
+    run_id: str = ""
+    """The run it answers; another run of the same workflow id ignores it."""
 
 
 @dataclass

@@ -4,8 +4,9 @@ workflows on the real dev server, and the per-minute window on the time-skipping
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -89,7 +90,10 @@ async def test_max_concurrent_two_queues_ten_starts(client: Client, worker: Work
 
 
 async def test_a_key_gives_each_value_its_own_lane(client: Client, worker: Worker) -> None:
-    document = {**_limited({"max_concurrent": 1, "key": "{{ input.supplier_id }}"}), "input": {"type": "object"}}
+    document = {
+        **_limited({"max_concurrent": 1, "key": "{{ input.supplier_id }}"}),
+        "input": {"type": "object"},
+    }
     suppliers = [7, 8, 7, 8]
     handles = [await start(client, worker.task_queue, document, {"supplier_id": s}) for s in suppliers]
     results = await asyncio.gather(*(h.result() for h in handles))
@@ -201,14 +205,44 @@ async def _processing_at(handle: Handle) -> datetime:
     return datetime.fromisoformat(next(t.at for t in history if t.to_state == "PROCESSING"))
 
 
+async def _until(check: Callable[[], Awaitable[bool]], what: str, *shown: Handle) -> None:
+    deadline = time.monotonic() + 30  # generous: a loaded machine slows each workflow task
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never: {what}: {[await _history(h) for h in shown]}")
+
+
+async def _state(handle: Handle) -> str:
+    return (await handle.query(names.QUERY_DESCRIBE, result_type=ExecutionSnapshot)).state
+
+
+# These tests skip time explicitly (env.sleep) only once every workflow is idle, rather than through
+# handle.result(): the time-skipping server also skips while a workflow task is in flight, which with
+# several workflows signalling each other can time a task out.
+
+
 async def test_per_minute_delays_the_third_start_by_a_minute(
     skipping_env: WorkflowEnvironment, skipping_worker: Worker
 ) -> None:
     client = skipping_env.client
-    document = _limited({"per_minute": 2}, duration="1s")
+    document = {**_limited({"per_minute": 2}), "steps": [_quick()]}
     handles = [await start(client, skipping_worker.task_queue, document) for _ in range(3)]
-    results = await asyncio.gather(*(h.result() for h in handles))
-    assert {r.state for r in results} == {"COMPLETED"}
+    lane = client.get_workflow_handle(lane_id(document["name"], None))
+
+    async def two_done_one_waiting() -> bool:
+        states = [await _state(h) for h in handles]
+        waiting = (await lane.query(names.QUERY_LANE, result_type=LaneState)).waiting
+        return states == ["COMPLETED", "COMPLETED", "QUEUED"] and len(waiting) == 1
+
+    await _until(two_done_one_waiting, "two ran at once and the third waits", *handles)
+    await skipping_env.sleep(timedelta(seconds=61))
+
+    async def third_done() -> bool:
+        return await _state(handles[2]) == "COMPLETED"
+
+    await _until(third_done, "the third ran a minute later")
     began = [await _processing_at(h) for h in handles]
     assert began[1] - began[0] < timedelta(seconds=5)
     assert timedelta(seconds=59) <= began[2] - began[0] < timedelta(seconds=70)
@@ -223,8 +257,18 @@ async def test_a_terminated_holder_is_found_and_its_slot_freed(
     await _until_processing(holder)
     await holder.terminate("gone without releasing")
     waiting = await start(client, skipping_worker.task_queue, {**document, "steps": [_quick()]})
-    result = await waiting.result()
-    assert result.state == "COMPLETED"
+    lane = client.get_workflow_handle(lane_id(document["name"], None))
+
+    async def queued() -> bool:
+        return len((await lane.query(names.QUERY_LANE, result_type=LaneState)).waiting) == 1
+
+    await _until(queued, "the second execution waits behind the terminated one")
+    await skipping_env.sleep(timedelta(seconds=61))
+
+    async def done() -> bool:
+        return await _state(waiting) == "COMPLETED"
+
+    await _until(done, "the lane verified its holder and freed the slot")
     assert await _processing_at(waiting) - await _processing_at(holder) >= timedelta(seconds=60)
 
 

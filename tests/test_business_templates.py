@@ -162,15 +162,22 @@ async def state_of(api: httpx.AsyncClient, execution_id: str, wanted: str) -> di
     pytest.fail(f"{execution_id} is {view.get('state')}, not {wanted}: {view.get('error')}")
 
 
+def logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in message for message in caplog.messages)
+
+
 def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(path) as db:
         return list(db.execute(sql))
 
 
-async def test_the_four_templates_on_sqlite(api: httpx.AsyncClient, demo: Demo, warehouse: Path) -> None:
+async def test_the_four_templates_on_sqlite(
+    api: httpx.AsyncClient, demo: Demo, warehouse: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="temporalio.activity")  # where `log` notifications go
     await setup(api, demo.url, f"sqlite+aiosqlite:///{warehouse}")
 
-    # 1. product-import: twelve supplier records in three pages, nine good ones cleaned and enriched.
+    # 1. product-import: twelve supplier records in three pages (then an empty one), nine good ones kept.
     imported = (await run(api, "product-import", {"markup": 1.8}))["output"]
     assert imported["fetched"] == 12 and imported["pages"] == 4 and imported["imported"] == 9
     assert [(r["index"], r["sku"]) for r in imported["rejected"]] == [
@@ -193,12 +200,12 @@ async def test_the_four_templates_on_sqlite(api: httpx.AsyncClient, demo: Demo, 
     assert products["KIT-003"][1] == "kitchen"  # no supplier category: the local AI provider's
     assert products["OFF-002"][1] == "office"
     assert all(tags for *_, tags in products.values())
+    assert logged(caplog, "[warn_rejects] rejected supplier records: #7 (no sku): sku is missing, #8 GAR-003")
 
     # 2. listing-creation: the eight products with a picture go on the marketplace (after one 429).
     listed = (await run(api, "listing-creation"))["output"]
     assert listed["listed"] == [sku for sku in GOOD_SKUS if sku != "OFF-003"]
     assert listed["not_ready"] == [{"sku": "OFF-003", "errors": ["the marketplace needs a picture"]}]
-    print("FAILED", listed["failed"], listed["listed"], demo.state.calls)
     assert listed["failed"] == []
     assert demo.state.rate_limited == ["POST /marketplace/listings"]
     market = {listing["sku"]: listing for listing in demo.state.listings.values()}
@@ -220,6 +227,7 @@ async def test_the_four_templates_on_sqlite(api: httpx.AsyncClient, demo: Demo, 
     pushed = {(u["sku"], u["quantity"]) for u in demo.state.inventory_updates}
     assert pushed == {("GAR-002", 0), ("KIT-001", 35), ("KIT-003", 2), ("OFF-001", 20)}
     assert synced["low_stock"] == [{"sku": "GAR-002", "quantity": 0}, {"sku": "KIT-003", "quantity": 2}]
+    assert logged(caplog, "[low_stock_alert] low stock (under 5): GAR-002 (0), KIT-003 (2)")
     assert dict(rows(warehouse, "select sku, stock from products where sku in ('KIT-001', 'OFF-003')")) == {
         "KIT-001": 35,
         "OFF-003": 118,
@@ -267,7 +275,9 @@ async def test_the_four_templates_on_sqlite(api: httpx.AsyncClient, demo: Demo, 
     assert stock == {"KIT-001": 33, "OFF-001": 10, "KIT-003": 2}  # reserved: 35-2, 20-10; backorder untouched
 
 
-async def test_product_import_on_postgresql(api: httpx.AsyncClient, demo: Demo, pg_warehouse: str) -> None:
+async def test_product_import_and_orders_on_postgresql(
+    api: httpx.AsyncClient, demo: Demo, pg_warehouse: str
+) -> None:
     await setup(api, demo.url, pg_warehouse.replace("postgresql://", "postgresql+asyncpg://", 1))
     first = (await run(api, "product-import", {"markup": 2, "enrich": False}))["output"]
     assert first["imported"] == 9 and len(first["rejected"]) == 3
@@ -287,6 +297,29 @@ async def test_product_import_on_postgresql(api: httpx.AsyncClient, demo: Demo, 
     )
     assert by_sku["KIT-003"]["category"] == "uncategorised"  # enrich: false leaves the gap
     assert {r["tags"] for r in found} == {""}
+
+    # order-processing on PostgreSQL too; nobody approves the big order, so it is rejected after a second.
+    orders = (await run(api, "order-processing", {"approval_timeout": "1s"}))["output"]["orders"]
+    assert {o["order_id"]: (o["status"], o["approved_by"]) for o in orders} == {
+        "MO-1001": ("shipped", "auto"),
+        "MO-1002": ("rejected", "timeout"),
+        "MO-1003": ("shipped", "auto"),
+        "MO-1005": ("backordered", "auto"),
+    }
+    assert sorted(s["order_id"] for s in demo.state.shipments) == ["MO-1001", "MO-1003"]
+    db = await asyncpg.connect(pg_warehouse)
+    try:
+        stored = await db.fetch("select order_id, status, tracking from orders order by order_id")
+        stock = await db.fetch("select sku, stock from products where sku in ('KIT-001', 'OFF-001')")
+    finally:
+        await db.close()
+    assert [tuple(r) for r in stored] == [
+        ("MO-1001", "shipped", "TRK-MO-1001"),
+        ("MO-1002", "rejected", None),
+        ("MO-1003", "shipped", "TRK-MO-1003"),
+        ("MO-1005", "backordered", None),
+    ]
+    assert dict(stock) == {"KIT-001": 38, "OFF-001": 8}  # 40 - 2 reserved; the rejected order took none
 
 
 async def test_the_demo_service_runs_as_a_module() -> None:

@@ -290,7 +290,8 @@ class DefinitionWorkflow:
             raise StepFailed(failure.error, final=True) from None
 
         def on_verdict(verdict: LaneVerdict) -> None:
-            self._verdict = verdict
+            if verdict.run_id == workflow.info().run_id:
+                self._verdict = verdict
 
         workflow.set_signal_handler(names.SIGNAL_LANE_VERDICT, on_verdict)
         info = workflow.info()

@@ -249,15 +249,23 @@ class LaneWorkflow:
                 self._again = True
 
     async def _send(self, answer: _Answer) -> bool:
-        execution = workflow.get_external_workflow_handle(answer.execution_id, run_id=answer.run_id)
         try:
             if answer.kind == "cancel":
-                await execution.cancel(reason=answer.reason)
+                # Only the run that asked (or holds the slot) is cancelled, never a later run of the same id.
+                run = workflow.get_external_workflow_handle(answer.execution_id, run_id=answer.run_id)
+                await run.cancel(reason=answer.reason)
             else:
+                # Addressed by workflow id only, as the time-skipping test server loses run-addressed signals;
+                # the verdict names its run and any other run ignores it.
                 verdict = LaneVerdict(
-                    granted=answer.kind == "grant", reason=answer.reason, lane=self._state.lane
+                    granted=answer.kind == "grant",
+                    reason=answer.reason,
+                    lane=self._state.lane,
+                    run_id=answer.run_id,
                 )
-                await execution.signal(names.SIGNAL_LANE_VERDICT, verdict)
+                await workflow.get_external_workflow_handle(answer.execution_id).signal(
+                    names.SIGNAL_LANE_VERDICT, verdict
+                )
         except FailureError:
             return False
         return True
