@@ -43,7 +43,11 @@ class NotificationActivities:
         if shown.channel == "log":
             # The text goes to the log and, as the output, to history: secrets stay placeholders there.
             activity.logger.log(_LEVELS[shown.level], "[%s] %s", request.step_id, shown.message)
-            return StepOutcome(output={"channel": "log", "message": shown.message}, attempt=attempt)
+            return StepOutcome(
+                output={"channel": "log", "message": shown.message},
+                attempt=attempt,
+                logs=[{"level": shown.level, "message": shown.message or ""}],
+            )
         config = _config(with_secrets(request.config, self._settings.secrets))
         if config.channel == "email":
             output = await self._email(config, shown, request)

@@ -445,3 +445,29 @@ async def test_an_approval_through_the_api(api: httpx.AsyncClient, client: Clien
     assert ok.status_code == 200, ok.text
     result = await client.get_workflow_handle(execution_id).result()
     assert result["output"] == "ada"
+
+
+async def test_nested_long_loops_start_distinct_children(client: Client, worker: Worker) -> None:
+    result = await completes(
+        client,
+        worker.task_queue,
+        definition(
+            {
+                "id": "outer",
+                "type": "foreach",
+                "items": [10, 20],
+                "parallelism": 2,
+                "steps": [
+                    {
+                        "id": "inner",
+                        "type": "foreach",
+                        "items": [1, 2, 3],
+                        "batch_size": 2,
+                        "parallelism": 2,
+                        "steps": [{"id": "sum", "type": "transform", "with": {"value": "{{ item }}"}}],
+                    }
+                ],
+            }
+        ),
+    )
+    assert [r["results"] for r in result.output["results"]] == [[1, 2, 3], [1, 2, 3]]

@@ -124,6 +124,9 @@ class Scope:
         self.parent = parent
         self.loop = loop or {}
         self.quiet = parent is not None
+        index = self.loop.get("index") if parent is not None else None
+        self.path: str = (parent.path if parent else "") + (f"/{index}" if index is not None else "")
+        """The loop indexes leading here, so children started inside loops get distinct ids."""
 
     def steps(self) -> Mapping[str, dict[str, Any]]:
         """Outputs visible here: this scope's, then its parents'."""
@@ -184,7 +187,7 @@ class DefinitionWorkflow:
         self._steps_view.update(context.get("steps", {}))
         self._top = Scope(self._records, self._steps_view, loop=context.get("bindings"))
         self._waits = 0
-        self._expecting: dict[str, WaitConfig] = {}
+        self._expecting: dict[str, list[WaitConfig]] = {}
         self._vars: dict[str, Any] = {**self._definition.vars, **((request.context or {}).get("vars") or {})}
         self._running: list[str] = []
         self._output: Any = None
@@ -488,7 +491,8 @@ class DefinitionWorkflow:
             )
 
     def _decision_problems(self, name: str, payload: Any) -> list[dict[str, str]]:
-        expected = self._expecting.get(name)
+        waiting = self._expecting.get(name)
+        expected = waiting[0] if waiting else None
         if expected is None or expected.json_schema is None:
             return []
         return [
@@ -814,7 +818,7 @@ class DefinitionWorkflow:
         """Until the signal or update ``event`` arrives; WAITING meanwhile."""
         config: WaitConfig = self._config(step, WaitConfig)
         name = config.event
-        self._expecting[name] = config
+        self._expecting.setdefault(name, []).append(config)
         self._waits += 1
         if self._waits == 1 and self._state is ExecutionState.PROCESSING:
             self._move(ExecutionState.WAITING, f"waiting for {name}", step=step.id)
@@ -831,7 +835,12 @@ class DefinitionWorkflow:
             return self._signals[name].pop(0)
         finally:
             self._waits -= 1
-            self._expecting.pop(name, None)
+            # Several waits (loop iterations) may wait for one name: only this one is done.
+            waiting = self._expecting.get(name, [])
+            if config in waiting:
+                waiting.remove(config)
+            if not waiting:
+                self._expecting.pop(name, None)
             if self._waits == 0 and self._state is ExecutionState.WAITING:
                 self._move(ExecutionState.PROCESSING, f"{name} resolved", step=step.id)
 
@@ -853,8 +862,7 @@ class DefinitionWorkflow:
         child = self._request.children.get(key)
         if child is None:
             raise self._config_error(step, f"definition {key} was not pinned when the execution started")
-        loop = self._scope().bindings()
-        suffix = f"/{loop['index']}" if "index" in loop else ""
+        suffix = self._scope().path
         try:
             snapshot = await workflow.execute_child_workflow(
                 names.DEFINITION_WORKFLOW,
@@ -980,7 +988,7 @@ class DefinitionWorkflow:
                             children=self._request.children,
                             context={**context, "offset": number * batch},
                         ),
-                        id=f"{self._execution['id']}/{step.id}/batch-{number}",
+                        id=f"{self._execution['id']}{self._scope().path}/{step.id}/batch-{number}",
                         result_type=ExecutionSnapshot,
                         search_attributes=_child_attributes(self._request.name, self._request.version),
                     )
