@@ -36,6 +36,14 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
+def store_key(session: AsyncSession) -> str:
+    """Which store a session talks to, for caches that hold per-store data."""
+    bind = session.bind
+    if isinstance(bind, AsyncEngine):
+        return str(bind.url)
+    return str(bind.engine.url) if bind is not None else ""
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded objects usable after commit."""
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)

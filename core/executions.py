@@ -39,6 +39,7 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from core import names
+from core.db import store_key
 from core.definitions import pinned_children, runnable_version
 from core.errors import BadRequest, Conflict, NotFound, Unavailable
 from core.inputs import prepare_input
@@ -86,16 +87,18 @@ class _Plan:
 
 _PLAN_TTL_S = 1.0
 """How long a process trusts its idea of a definition's active version (a publish shows within this)."""
-_plans: dict[tuple[str, int | None], tuple[float, _Plan]] = {}
+_plans: dict[tuple[str, str, int | None], tuple[float, _Plan]] = {}
+"""Keyed by store too: versions are immutable within one store, not across the stores of a test run."""
 
 
 async def _plan(session: AsyncSession, name: str, version: int | None) -> _Plan:
-    key = (name, version)
+    store = store_key(session)
+    key = (store, name, version)
     cached = _plans.get(key)
     if cached is not None and cached[0] > time.monotonic():
         return cached[1]
     chosen = await runnable_version(session, name=name, version=version)
-    pinned = _plans.get((name, -chosen.version))  # the parsed version, kept beyond the TTL
+    pinned = _plans.get((store, name, -chosen.version))  # the parsed version, kept beyond the TTL
     if pinned is None:
         plan = _Plan(
             version=chosen.version,
@@ -103,7 +106,7 @@ async def _plan(session: AsyncSession, name: str, version: int | None) -> _Plan:
             definition=Definition.model_validate(chosen.document),
             children=await pinned_children(session, document=chosen.document),
         )
-        _plans[(name, -chosen.version)] = (float("inf"), plan)
+        _plans[(store, name, -chosen.version)] = (float("inf"), plan)
     else:
         plan = pinned[1]
     _plans[key] = (time.monotonic() + _PLAN_TTL_S, plan)
@@ -112,7 +115,7 @@ async def _plan(session: AsyncSession, name: str, version: int | None) -> _Plan:
 
 def forget_plans(name: str) -> None:
     """Drop this process's cached active version of ``name`` (after a publish or an archive)."""
-    for key in [k for k in _plans if k[0] == name and (k[1] is None or k[1] >= 0)]:
+    for key in [k for k in _plans if k[1] == name and (k[2] is None or k[2] >= 0)]:
         _plans.pop(key, None)
 
 

@@ -602,18 +602,7 @@ class DefinitionWorkflow:
             await self._run_step(step)
             done[step.id].set()
 
-        tasks = [asyncio.create_task(run_when_ready(step)) for step in block]
-        try:
-            finished, _ = await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            failed = next((t for t in tasks if t in finished and t.exception() is not None), None)
-            if failed is not None:
-                raise failed.exception()  # type: ignore[misc]
-        finally:
-            pending_tasks = [t for t in tasks if not t.done()]
-            for task in pending_tasks:
-                task.cancel()
-            if pending_tasks:
-                await asyncio.gather(*pending_tasks, return_exceptions=True)
+        await _all_or_first_failure([asyncio.create_task(run_when_ready(step)) for step in block])
 
     def _scope(self) -> Scope:
         return _SCOPE.get(self._top)
@@ -776,17 +765,7 @@ class DefinitionWorkflow:
             await self._run_block(steps)
 
         tasks = {name: asyncio.create_task(branch(steps)) for name, steps in branches.items()}
-        try:
-            await workflow.wait(
-                list(tasks.values()),
-                return_when=asyncio.FIRST_EXCEPTION if fail_fast else asyncio.ALL_COMPLETED,
-            )
-        finally:
-            pending = [t for t in tasks.values() if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        await _all_or_first_failure(list(tasks.values()), fail_fast=fail_fast, raise_first=False)
         failures = {
             name: task.exception()
             for name, task in tasks.items()
@@ -932,17 +911,7 @@ class DefinitionWorkflow:
                     _SCOPE.reset(token)
 
         tasks = [asyncio.create_task(iteration(i, item)) for i, item in enumerate(items)]
-        try:
-            done, _ = await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            broken = next((t for t in tasks if t in done and t.exception() is not None), None)
-            if broken is not None:
-                raise broken.exception()  # type: ignore[misc]
-        finally:
-            pending = [t for t in tasks if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        await _all_or_first_failure(tasks)
         failed.sort(key=lambda entry: int(entry["index"]))
         return results, failed
 
@@ -998,17 +967,7 @@ class DefinitionWorkflow:
                 return output
 
         tasks = [asyncio.create_task(run_chunk(n, chunk)) for n, chunk in enumerate(chunks)]
-        try:
-            done, _ = await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            broken = next((t for t in tasks if t in done and t.exception() is not None), None)
-            if broken is not None:
-                raise broken.exception()  # type: ignore[misc]
-        finally:
-            pending = [t for t in tasks if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        await _all_or_first_failure(tasks)
         results: list[Any] = []
         failed: list[dict[str, Any]] = []
         for task in tasks:
@@ -1245,6 +1204,27 @@ _STEP_EVENTS = {
     "failed": "step_failed",
     "skipped": "step_skipped",
 }
+
+
+async def _all_or_first_failure(
+    tasks: list[asyncio.Task[Any]], *, fail_fast: bool = True, raise_first: bool = True
+) -> None:
+    """Wait for every task; with ``fail_fast`` the first failure cancels the others (and, with
+    ``raise_first``, is raised here). Cancelled siblings are awaited, so their cleanup is recorded."""
+    try:
+        done, _ = await workflow.wait(
+            tasks, return_when=asyncio.FIRST_EXCEPTION if fail_fast else asyncio.ALL_COMPLETED
+        )
+        if raise_first:
+            broken = next((t for t in tasks if t in done and t.exception() is not None), None)
+            if broken is not None:
+                raise broken.exception()  # type: ignore[misc]
+    finally:
+        pending = [t for t in tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _tracked(step: Step) -> list[tuple[str, str]]:
