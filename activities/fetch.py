@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from activities._retry import jittered_delay
 from activities._secrets import with_secrets
 from activities.database import DatabaseActivities, run_statement, statement_kind
-from activities.http import _decode, _excerpt, _raise_for_status, _read_capped
+from activities.http import _decode, _excerpt, _raise_for_status, send
 from core.connectors import HttpConnectorConfig, Paging, SqlConnectorConfig
 from core.settings import Settings
 from workflows import errors
@@ -145,29 +145,18 @@ class FetchActivities:
         timeout_s: float,
         request: StepRequest,
     ) -> Any:
-        try:
-            async with self._client.stream(
-                config.method,
-                url,
-                params=query or None,
-                headers=headers,
-                json=config.body,
-                auth=auth,
-                timeout=timeout_s,
-            ) as response:
-                raw = await _read_capped(response, self._settings.http_max_response_bytes)
-        except httpx.TimeoutException as exc:
-            raise ApplicationError(
-                f"request timed out after {timeout_s:g}s",
-                type=errors.HTTP_TIMEOUT,
-                next_retry_delay=jittered_delay(request),
-            ) from exc
-        except httpx.TransportError as exc:
-            raise ApplicationError(
-                f"request failed: {exc}",
-                type=errors.HTTP_TRANSPORT_ERROR,
-                next_retry_delay=jittered_delay(request),
-            ) from exc
+        response, raw = await send(
+            self._client,
+            request,
+            config.method,
+            url,
+            limit=self._settings.http_max_response_bytes,
+            timeout_s=timeout_s,
+            params=query or None,
+            headers=headers,
+            json=config.body,
+            auth=auth,
+        )
         body = _decode(response, raw)
         _raise_for_status(response, body, True, jittered_delay(request))
         return body

@@ -48,34 +48,19 @@ class HttpActivities:
         timeout = float(config.timeout) if config.timeout is not None else self._settings.http_timeout_s
         info = activity.info()
         activity.logger.info("%s %s (attempt %d)", config.method, _redact_query(config.url), info.attempt)
-        try:
-            async with self._client.stream(
-                config.method,
-                config.url,
-                headers=headers,
-                params=config.query or None,
-                json=config.body if config.body is not None and config.form is None else None,
-                data=config.form,
-                auth=auth,
-                timeout=timeout,
-            ) as response:
-                raw = await _read_capped(response, self._settings.http_max_response_bytes)
-        except httpx.TimeoutException as exc:
-            raise ApplicationError(
-                f"request timed out after {timeout:g}s",
-                type=errors.HTTP_TIMEOUT,
-                next_retry_delay=jittered_delay(request),
-            ) from exc
-        except httpx.TransportError as exc:
-            raise ApplicationError(
-                f"request failed: {exc}",
-                type=errors.HTTP_TRANSPORT_ERROR,
-                next_retry_delay=jittered_delay(request),
-            ) from exc
-        except httpx.InvalidURL as exc:
-            raise ApplicationError(
-                f"invalid url: {exc}", type=errors.CONFIG_INVALID, non_retryable=True
-            ) from exc
+        response, raw = await send(
+            self._client,
+            request,
+            config.method,
+            config.url,
+            limit=self._settings.http_max_response_bytes,
+            timeout_s=timeout,
+            headers=headers,
+            params=config.query or None,
+            json=config.body if config.body is not None and config.form is None else None,
+            data=config.form,
+            auth=auth,
+        )
         body = _decode(response, raw)
         _raise_for_status(response, body, config.raise_for_status, jittered_delay(request))
         output = {"status": response.status_code, "headers": dict(response.headers), "body": body}
@@ -92,6 +77,37 @@ class HttpActivities:
             },
         }
         return StepOutcome(output=output, attempt=info.attempt, logs=[summary])
+
+
+async def send(
+    client: httpx.AsyncClient,
+    request: StepRequest,
+    method: str,
+    url: str,
+    *,
+    limit: int,
+    timeout_s: float,
+    **options: Any,
+) -> tuple[httpx.Response, bytes]:
+    """One request with the body read up to ``limit`` bytes, its failures mapped to step error types."""
+    try:
+        async with client.stream(method, url, timeout=timeout_s, **options) as response:
+            raw = await _read_capped(response, limit)
+    except httpx.TimeoutException as exc:
+        raise ApplicationError(
+            f"request timed out after {timeout_s:g}s",
+            type=errors.HTTP_TIMEOUT,
+            next_retry_delay=jittered_delay(request),
+        ) from exc
+    except httpx.TransportError as exc:
+        raise ApplicationError(
+            f"request failed: {exc}",
+            type=errors.HTTP_TRANSPORT_ERROR,
+            next_retry_delay=jittered_delay(request),
+        ) from exc
+    except httpx.InvalidURL as exc:
+        raise ApplicationError(f"invalid url: {exc}", type=errors.CONFIG_INVALID, non_retryable=True) from exc
+    return response, raw
 
 
 def _config(values: dict[str, Any]) -> HttpRequestConfig:
