@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.settings import Settings
-from tests.support.outcome import completes, fails, statuses
+from tests.support.outcome import completes, fails, failure_of, statuses
 from tests.support.run import start
 from tests.support.target import Target
 from worker import conveyor_worker
@@ -471,3 +471,81 @@ async def test_nested_long_loops_start_distinct_children(client: Client, worker:
         ),
     )
     assert [r["results"] for r in result.output["results"]] == [[1, 2, 3], [1, 2, 3]]
+
+
+async def test_a_failure_while_a_branch_is_paused_still_ends_the_run(
+    client: Client, worker: Worker, target: Target
+) -> None:
+    handle = await start(
+        client,
+        worker.task_queue,
+        definition(
+            {
+                "id": "both",
+                "type": "parallel",
+                "branches": {
+                    "boom": [
+                        {
+                            "id": "slow",
+                            "type": "http_request",
+                            "timeout": "700ms",
+                            "retry": {"max_attempts": 1},
+                            "with": {"url": f"{target.url}/slow?seconds=3"},
+                        }
+                    ],
+                    "idle": [
+                        {"id": "short", "type": "delay", "with": {"duration": "100ms"}},
+                        {"id": "next", "type": "transform", "with": {"value": 1}},
+                    ],
+                },
+            }
+        ),
+    )
+    for _ in range(100):
+        if (await handle.query("describe"))["state"] == "PROCESSING":
+            break
+        await asyncio.sleep(0.02)
+    # The idle branch parks at its next step while the slow call is still running, and then fails.
+    await handle.execute_update("suspend", {"reason": "pause"})
+    failure = await failure_of(handle)
+    assert failure.error["code"] == "StepTimeout"
+    transitions = [t["to_state"] for t in await handle.query("history")]
+    assert transitions[-4:] == ["SUSPENDED", "QUEUED", "PROCESSING", "FAILED"]
+
+
+async def test_a_duration_that_renders_to_nonsense_fails_the_step(client: Client, worker: Worker) -> None:
+    failure = await fails(
+        client,
+        worker.task_queue,
+        definition({"id": "nap", "type": "delay", "with": {"duration": "{{ input.d }}"}}),
+        {"d": "{{ not a duration }}"},
+    )
+    assert failure.type == "ConfigInvalid" and failure.error["step"] == "nap"
+    huge = await fails(
+        client, worker.task_queue, definition({"id": "nap", "type": "delay", "with": {"duration": 1e15}})
+    )
+    assert huge.type == "ConfigInvalid"
+
+
+async def test_a_signal_breaking_the_schema_does_not_answer_a_later_wait(
+    client: Client, worker: Worker
+) -> None:
+    handle = await start(
+        client,
+        worker.task_queue,
+        definition(
+            {"id": "first", "type": "delay", "with": {"duration": "300ms"}},
+            {
+                "id": "gate",
+                "type": "wait",
+                "with": {"event": "go", "schema": {"type": "object", "required": ["ok"]}, "timeout": "5s"},
+            },
+        ),
+    )
+    await handle.signal("go", {"wrong": True})  # arrives before the wait begins
+    for _ in range(100):
+        if (await handle.query("describe"))["state"] == "WAITING":
+            break
+        await asyncio.sleep(0.05)
+    await handle.signal("go", {"ok": 1})
+    assert (await handle.result()).output == {"ok": 1}

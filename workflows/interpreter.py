@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         dependencies,
         parse_structure,
     )
+    from workflows.durations import parse_duration
     from workflows.inputs import input_problems, merge_patch
     from workflows.messages import (
         ControlRequest,
@@ -84,6 +85,8 @@ no SUSPENDED state and no ``ConveyorError`` search attribute."""
 
 DONE = frozenset({"completed", "skipped", "recovered"})
 """Step statuses a resumed execution does not run again."""
+
+MAX_DURATION_S = 10 * 365 * 86400.0
 
 FOREACH_BATCH = 100
 """Items a ``foreach`` runs in its own history; longer lists go to child workflows of this many each."""
@@ -200,7 +203,7 @@ class DefinitionWorkflow:
         self._pause: ControlRequest | None = None
         self._retries_used = 0
         self._signals: dict[str, list[Any]] = {}
-        self._top_level = {child: step.id for step in self._definition.steps for child, _ in _tracked(step)}
+        self._top_level = {child: step.id for step in self._definition.steps for child in _all_ids(step)}
         info = workflow.info()
         self._execution: dict[str, Any] = {
             "id": info.workflow_id,
@@ -229,12 +232,15 @@ class DefinitionWorkflow:
             while True:
                 try:
                     await self._run_block(self._definition.steps)
+                    self._settle()
                     self._output = self._final_output()
                     break
                 except StepFailed as failure:
+                    self._settle()
                     if not await self._recover(failure):
                         raise
         except EndExecution as end:
+            self._settle()
             self._output = end.output
         except StepFailed as failure:
             self._error = failure.error
@@ -398,7 +404,7 @@ class DefinitionWorkflow:
     @workflow.update(name=names.UPDATE_RETRY)
     async def retry(self, request: RetryRequest) -> ControlResult:
         """Resume a parked execution by running its failed step (or ``from_step``) again."""
-        self._decision = Decision("retry", request)
+        self._decide(Decision("retry", request))
         return ControlResult(state=ExecutionState.QUEUED.value, message="retry accepted")
 
     @retry.validator
@@ -423,7 +429,7 @@ class DefinitionWorkflow:
     @workflow.update(name=names.UPDATE_SKIP)
     async def skip(self, request: SkipRequest) -> ControlResult:
         """Resume a parked execution past its failed step, which takes ``output`` as its output."""
-        self._decision = Decision("skip", request)
+        self._decide(Decision("skip", request))
         return ControlResult(state=ExecutionState.QUEUED.value, message="skip accepted")
 
     @skip.validator
@@ -500,6 +506,12 @@ class DefinitionWorkflow:
             for p in input_problems(expected.json_schema, payload)
         ]
 
+    def _decide(self, decision: Decision) -> None:
+        # Two updates validated in one workflow task both pass the validator; only the first may decide.
+        if self._decision is not None:
+            raise self._invalid_state(decision.action, "an execution no other operator has just answered")
+        self._decision = decision
+
     def _require_parked(self, action: str) -> None:
         if self._state is not ExecutionState.SUSPENDED or self._parked is None or self._decision is not None:
             raise self._invalid_state(action, "an execution SUSPENDED after a failed step")
@@ -510,6 +522,17 @@ class DefinitionWorkflow:
             {"state": self._state.value, "action": action},
             type=errors.INVALID_STATE,
         )
+
+    def _settle(self) -> None:
+        """Back to PROCESSING when the steps stopped while a sibling branch had paused the execution (an
+        operator's suspend taking effect) or was waiting: the run can only fail or end from PROCESSING."""
+        if self._state is ExecutionState.SUSPENDED and self._parked is None:
+            self._pause = None
+            self._move(ExecutionState.QUEUED, "the steps stopped while suspended")
+            self._move(ExecutionState.PROCESSING, "picked up again")
+        elif self._state is ExecutionState.WAITING:
+            self._waits = 0
+            self._move(ExecutionState.PROCESSING, "the steps stopped while waiting")
 
     async def _boundary(self) -> None:
         """Where an operator's ``suspend`` takes effect: before a step starts."""
@@ -727,7 +750,7 @@ class DefinitionWorkflow:
             rules = {k: [v] if isinstance(v, str) else list(v) for k, v in config.normalize.items()}
             try:
                 items = [data_ops.normalize(item, rules) for item in items]
-            except ValueError as exc:
+            except (ValueError, ArithmeticError) as exc:
                 raise StepFailed(
                     StepError(code=errors.VALIDATION_FAILED, message=f"normalize: {exc}", step=step.id)
                 ) from None
@@ -803,15 +826,27 @@ class DefinitionWorkflow:
             self._move(ExecutionState.WAITING, f"waiting for {name}", step=step.id)
             self._event("waiting", step.id, {"event": name})
         try:
-            try:
-                await workflow.wait_condition(
-                    lambda: bool(self._signals.get(name)),
-                    timeout=timedelta(seconds=float(config.timeout)) if config.timeout is not None else None,
-                    timeout_summary=f"{step.id} timeout",
+            limit = (
+                self._seconds(step, config.timeout, "with.timeout") if config.timeout is not None else None
+            )
+            deadline = workflow.time() + limit if limit is not None else None
+            while True:
+                try:
+                    await workflow.wait_condition(
+                        lambda: bool(self._signals.get(name)),
+                        timeout=max(deadline - workflow.time(), 0) if deadline is not None else None,
+                        timeout_summary=f"{step.id} timeout",
+                    )
+                except builtins.TimeoutError:
+                    return await self._on_wait_timeout(step, config)
+                payload = self._signals[name].pop(0)
+                problems = self._decision_problems(name, payload)
+                if not problems:
+                    return payload
+                # Sent before this wait began, so never checked: it does not answer this wait.
+                self._log(
+                    "warning", f"{name} ignored: {problems[0]['message']}", step.id, {"problems": problems}
                 )
-            except builtins.TimeoutError:
-                return await self._on_wait_timeout(step, config)
-            return self._signals[name].pop(0)
         finally:
             self._waits -= 1
             # Several waits (loop iterations) may wait for one name: only this one is done.
@@ -924,7 +959,7 @@ class DefinitionWorkflow:
         gate = asyncio.Semaphore(max(1, parallelism // per_child))
         chunks = [items[i : i + batch] for i in range(0, len(items), batch)]
         body_step = step.model_dump(
-            by_alias=True, exclude_none=True, exclude={"when", "output", "depends_on"}
+            by_alias=True, exclude_none=True, exclude={"when", "output", "depends_on", "optional", "on_error"}
         )
         body_step.update({"items": "{{ input.items }}", "parallelism": per_child, "batch_size": batch})
         scope = self._scope()
@@ -972,9 +1007,22 @@ class DefinitionWorkflow:
         failed: list[dict[str, Any]] = []
         for task in tasks:
             part = task.result()
+            if not isinstance(part, dict) or not isinstance(part.get("results"), list):
+                raise self._config_error(step, "a foreach batch ended without its results (a succeed step?)")
             results += part["results"]
-            failed += part["failed"]
+            failed += part.get("failed") or []
         return results, failed
+
+    def _seconds(self, step: Step, value: Any, field: str) -> float:
+        """A rendered duration as seconds; anything else fails the step rather than the workflow task."""
+        try:
+            seconds = parse_duration(value)
+            timedelta(seconds=seconds)  # refuses what a timer could not hold
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise self._config_error(step, f"{field}: {exc}") from None
+        if seconds > MAX_DURATION_S:
+            raise self._config_error(step, f"{field}: {seconds:g} s is longer than ten years")
+        return seconds
 
     def _config_error(self, step: Step, message: str) -> StepFailed:
         return StepFailed(StepError(code=errors.CONFIG_INVALID, message=message, step=step.id))
@@ -1005,7 +1053,7 @@ class DefinitionWorkflow:
                 until = until.replace(tzinfo=UTC)
             seconds = (until - workflow.now()).total_seconds()
         else:
-            seconds = float(config.duration or 0)
+            seconds = self._seconds(step, config.duration or 0, "with.duration")
         if seconds > 0:
             await workflow.sleep(timedelta(seconds=seconds), summary=step.id)
 
@@ -1225,6 +1273,11 @@ async def _all_or_first_failure(
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _all_ids(step: Step) -> list[str]:
+    """A step's id and those of every step nested in it, loop bodies included."""
+    return [step.id] + [i for _, children in step.children() for child in children for i in _all_ids(child)]
 
 
 def _tracked(step: Step) -> list[tuple[str, str]]:
