@@ -12,15 +12,15 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core import names
 from core.errors import BadRequest, Conflict, ConveyorError, NotFound, Unavailable, Unprocessable
 from core.executions import describe_handle, state_of, visibility_query
 from workflows import errors
-from workflows.inputs import merge_patch
+from workflows.inputs import input_problems, merge_patch
 from workflows.messages import (
     ControlRequest,
     ControlResult,
@@ -145,6 +145,11 @@ async def _rerun(
     assert isinstance(original, ExecutionInput)
     if input_patch is not None:
         original.input = merge_patch(original.input, input_patch)
+        problems = input_problems(original.definition.get("input"), original.input)
+        if problems:
+            raise Unprocessable(
+                "INPUT_INVALID", "the patched input does not match the input schema", {"problems": problems}
+            )
     original.actor = actor
     description = await describe_handle(handle)
     try:
@@ -154,9 +159,18 @@ async def _rerun(
             id=execution_id,
             task_queue=started.task_queue.name,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            search_attributes=description.typed_search_attributes,
+            search_attributes=TypedSearchAttributes(
+                [
+                    pair
+                    for pair in description.typed_search_attributes
+                    if pair.key.name not in (names.SA_STATE.name, names.SA_ERROR.name)
+                ]
+                + [SearchAttributePair(names.SA_STATE, "QUEUED")]
+            ),
             result_type=ExecutionSnapshot,
         )
+    except WorkflowAlreadyStartedError:
+        raise Conflict("INVALID_STATE", f"execution {execution_id} is running again already") from None
     except RPCError as exc:
         raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
     return ControlResult(state="QUEUED", message=f"new run {new.result_run_id}")
@@ -222,9 +236,9 @@ async def bulk(
                 report.failed.append(
                     {"execution_id": execution_id, "error_code": exc.error_code, "message": exc.message}
                 )
-            except RPCError as exc:
+            except (RPCError, WorkflowAlreadyStartedError) as exc:
                 report.failed.append(
-                    {"execution_id": execution_id, "error_code": "TEMPORAL_ERROR", "message": exc.message}
+                    {"execution_id": execution_id, "error_code": "TEMPORAL_ERROR", "message": str(exc)}
                 )
 
     await asyncio.gather(*(apply(execution_id) for execution_id in ids))

@@ -364,14 +364,19 @@ def _quote(value: str) -> str:
 
 
 async def describe_handle(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescription:
+    """An execution's description; 404 for an unknown id, and for workflows that are not executions (the
+    admission lanes, for one), so the API cannot be used to signal or cancel them."""
     try:
-        return await handle.describe()
+        description = await handle.describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise NotFound(
                 "EXECUTION_NOT_FOUND", f"no execution {handle.id}", {"execution_id": handle.id}
             ) from None
         raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
+    if description.workflow_type != names.DEFINITION_WORKFLOW:
+        raise NotFound("EXECUTION_NOT_FOUND", f"no execution {handle.id}", {"execution_id": handle.id})
+    return description
 
 
 def state_of(description: WorkflowExecutionDescription) -> str:

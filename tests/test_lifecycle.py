@@ -193,6 +193,8 @@ async def test_failing_for_good_when_the_definition_says_so(api: httpx.AsyncClie
     execution_id = (await api.post("/api/v1/definitions/no-park/executions", json={})).json()["execution_id"]
     view = await _until(api, execution_id, "FAILED")
     assert {s["id"]: s["status"] for s in view["steps"]}["cleanup"] == "completed"
+    bad = await api.post(f"/api/v1/executions/{execution_id}/retry", json={"input_patch": {"n": "x"}})
+    assert bad.status_code == 422 and bad.json()["details"]["problems"][0]["path"] == "$.input.n"
     closed = await api.post(f"/api/v1/executions/{execution_id}/retry")
     assert closed.status_code == 200  # a closed execution runs again as a new run
     for _ in range(200):
