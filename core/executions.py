@@ -99,16 +99,11 @@ async def _plan(session: AsyncSession, name: str, version: int | None) -> _Plan:
         return cached[1]
     chosen = await runnable_version(session, name=name, version=version)
     pinned = _plans.get((store, name, -chosen.version))  # the parsed version, kept beyond the TTL
-    if pinned is None:
-        plan = _Plan(
-            version=chosen.version,
-            document=chosen.document,
-            definition=Definition.model_validate(chosen.document),
-            children=await pinned_children(session, document=chosen.document),
-        )
-        _plans[(store, name, -chosen.version)] = (float("inf"), plan)
-    else:
-        plan = pinned[1]
+    definition = pinned[1].definition if pinned else Definition.model_validate(chosen.document)
+    # The versions its sub_workflow steps run are looked up again with the TTL: a child's publish shows.
+    children = await pinned_children(session, document=chosen.document)
+    plan = _Plan(version=chosen.version, document=chosen.document, definition=definition, children=children)
+    _plans[(store, name, -chosen.version)] = (float("inf"), plan)
     _plans[key] = (time.monotonic() + _PLAN_TTL_S, plan)
     return plan
 
