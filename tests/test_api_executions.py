@@ -198,3 +198,19 @@ async def test_an_example_runs_end_to_end_through_the_api(api: httpx.AsyncClient
     assert view["state"] == "COMPLETED"
     output = view["output"]
     assert isinstance(output, dict) and output["order_id"] == "A-7" and output["route"] == "finance"
+
+
+async def test_the_api_acts_only_on_conveyor_executions(api: httpx.AsyncClient, client: Client) -> None:
+    other = await client.start_workflow(
+        "SomebodyElsesWorkflow", id=f"lane/x/{uuid.uuid4()}", task_queue="nobody-polls"
+    )
+    try:
+        for call in (
+            api.get(f"/api/v1/executions/{other.id}"),
+            api.post(f"/api/v1/executions/{other.id}/cancel"),
+            api.post(f"/api/v1/executions/{other.id}/signals/lane-release", json={"payload": {}}),
+        ):
+            answer = await call
+            assert answer.status_code == 404 and answer.json()["error_code"] == "EXECUTION_NOT_FOUND"
+    finally:
+        await other.terminate("test over")

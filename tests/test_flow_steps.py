@@ -549,3 +549,47 @@ async def test_a_signal_breaking_the_schema_does_not_answer_a_later_wait(
         await asyncio.sleep(0.05)
     await handle.signal("go", {"ok": 1})
     assert (await handle.result()).output == {"ok": 1}
+
+
+async def test_skip_of_a_failed_loop_item_skips_the_loop(client: Client, worker: Worker) -> None:
+    handle = await start(
+        client,
+        worker.task_queue,
+        definition(
+            {
+                "id": "each",
+                "type": "foreach",
+                "items": [1, 0],
+                "steps": [{"id": "inv", "type": "transform", "with": {"value": "{{ 10 / item }}"}}],
+            },
+            {"id": "after", "type": "transform", "with": {"value": "{{ steps.each.output }}"}},
+            failure={"suspend": True, "retries": []},
+        ),
+    )
+    for _ in range(100):
+        if (await handle.query("describe"))["state"] == "SUSPENDED":
+            break
+        await asyncio.sleep(0.05)
+    await handle.execute_update("skip", {"output": {"results": ["manual"]}})
+    result = await handle.result()
+    assert result.output == {"results": ["manual"]}
+    assert statuses(result)["each"] == "skipped"
+
+
+async def test_an_optional_batched_loop_fails_softly(client: Client, worker: Worker) -> None:
+    result = await completes(
+        client,
+        worker.task_queue,
+        definition(
+            {
+                "id": "each",
+                "type": "foreach",
+                "items": [1, 2, 0, 4],
+                "batch_size": 2,
+                "optional": True,
+                "steps": [{"id": "inv", "type": "transform", "with": {"value": "{{ 10 / item }}"}}],
+            },
+            {"id": "after", "type": "transform", "with": {"value": "went on"}},
+        ),
+    )
+    assert statuses(result)["each"] == "failed" and result.output == "went on"
