@@ -593,3 +593,38 @@ async def test_an_optional_batched_loop_fails_softly(client: Client, worker: Wor
         ),
     )
     assert statuses(result)["each"] == "failed" and result.output == "went on"
+
+
+async def test_loop_indexes_inside_a_batched_loop_start_at_zero(client: Client, worker: Worker) -> None:
+    result = await completes(
+        client,
+        worker.task_queue,
+        definition(
+            {
+                "id": "outer",
+                "type": "foreach",
+                "items": [1, 2, 3],
+                "batch_size": 2,
+                "steps": [
+                    {
+                        "id": "inner",
+                        "type": "foreach",
+                        "items": [5, 6],
+                        "steps": [
+                            {"id": "mark", "type": "transform", "with": {"value": "{{ index }}:{{ item }}"}}
+                        ],
+                    }
+                ],
+            }
+        ),
+    )
+    assert [r["results"] for r in result.output["results"]] == [["0:5", "1:6"]] * 3
+
+
+def test_number_normalizer_reads_exponents_and_refuses_infinity() -> None:
+    from workflows.data_ops import NORMALIZERS
+
+    assert NORMALIZERS["number"]("1e3") == 1000.0
+    assert NORMALIZERS["number"]("1.234,56") == 1234.56
+    with pytest.raises(ValueError, match="finite"):
+        NORMALIZERS["number"]("1e999")

@@ -47,6 +47,12 @@ def _number(value: Any) -> Any:
         return value
     if isinstance(value, int | float):
         return value
+    plain = str(value).strip()
+    if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", plain):
+        number = float(plain)
+        if not math.isfinite(number):
+            raise ValueError(f"{value!r} is not a finite number")
+        return int(number) if number.is_integer() and re.fullmatch(r"[-+]?\d+", plain) else number
     text = re.sub(r"[^\d,.\-]", "", str(value))
     if "," in text and "." in text:  # 1.234,56 or 1,234.56: the last separator is the decimal one
         text = (

@@ -914,7 +914,9 @@ class DefinitionWorkflow:
         if len(items) > batch:
             results, failed = await self._foreach_batches(step, items, batch)
         else:
-            offset = int((self._request.context or {}).get("offset", 0))  # a batch run as a child
+            context = self._request.context or {}
+            # A batch run as a child numbers its items from the batch's offset; loops nested in it do not.
+            offset = int(context.get("offset", 0)) if context.get("step") == step.id else 0
             results, failed = await self._foreach_here(step, items, offset)
         return {"results": results, "failed": failed, "count": len(items)}
 
@@ -990,7 +992,7 @@ class DefinitionWorkflow:
                             trigger="foreach",
                             actor=self._request.actor,
                             children=self._request.children,
-                            context={**context, "offset": number * batch},
+                            context={**context, "offset": number * batch, "step": step.id},
                         ),
                         id=f"{self._execution['id']}{self._scope().path}/{step.id}/batch-{number}",
                         result_type=ExecutionSnapshot,
