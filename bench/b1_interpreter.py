@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 from fastapi import FastAPI
@@ -774,20 +774,49 @@ async def main(argv: Sequence[str] | None = None) -> int:
     modes: list[Mode] = ["in-memory"] if args.in_memory else ["file-backed"] if args.file_backed else [*MODES]
     command = " ".join(["python -m bench.b1_interpreter", *(argv if argv is not None else sys.argv[1:])])
     meta_common = {"machine": machine(), "command": command.strip()}
+    await run_and_record(
+        "B1 interpreter overhead",
+        modes,
+        lambda mode, target_url: run_mode(mode, args, target_url),
+        meta_common,
+        write_json,
+        write_markdown,
+        write=not args.no_write,
+    )
+    return 0
+
+
+class _Tabled(Protocol):
+    def table(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Tabled)
+
+
+async def run_and_record(
+    title: str,
+    modes: Sequence[Mode],
+    run: Callable[[Mode, str], Awaitable[R]],
+    meta: dict[str, Any],
+    write_json: Callable[[R, dict[str, Any]], Path],
+    write_markdown: Callable[[], None],
+    *,
+    write: bool,
+) -> None:
+    """Run each mode against one loopback target, print its table, and record results and BENCHMARKS.md."""
     async with target_process() as target_url:
         for mode in modes:
-            result = await run_mode(mode, args, target_url)
-            print(f"\nB1 interpreter overhead, {mode} dev server\n")
+            result = await run(mode, target_url)
+            print(f"\n{title}, {mode} dev server\n")
             print(result.table())
             print()
-            if not args.no_write:
+            if write:
                 date = datetime.now(UTC).astimezone().strftime("%a %d %b %Y %H:%M:%S %Z")
-                path = write_json(result, {**meta_common, "date": date})
+                path = write_json(result, {**meta, "date": date})
                 print(f"raw results: {path.relative_to(ROOT)}")
-    if not args.no_write:
+    if write:
         write_markdown()
         print(f"tables: {BENCHMARKS_MD.relative_to(ROOT)}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +39,6 @@ from temporalio.worker import Worker
 from bench.b1_interpreter import (
     BENCHMARKS_MD,
     RESULTS,
-    ROOT,
     TEMPORAL_CLI,
     CpuMeter,
     Progress,
@@ -48,7 +46,7 @@ from bench.b1_interpreter import (
     cpu_seconds,
     dev_server_pid,
     machine,
-    target_process,
+    run_and_record,
 )
 from bench.b3_baseline import (
     STEP_ID,
@@ -649,19 +647,15 @@ async def main(argv: Sequence[str] | None = None) -> int:
     modes: list[Mode] = ["file-backed"] if args.file_backed else ["in-memory"]
     command = " ".join(["python -m bench.b3_foreach", *(argv if argv is not None else sys.argv[1:])])
     meta = {"machine": machine(), "command": command.strip(), "warmup": args.warmup}
-    async with target_process() as target_url:
-        for mode in modes:
-            result = await run_mode(mode, args, target_url)
-            print(f"\nB3 foreach fan-out, {mode} dev server\n")
-            print(result.table())
-            print()
-            if not args.no_write:
-                date = datetime.now(UTC).astimezone().strftime("%a %d %b %Y %H:%M:%S %Z")
-                path = write_json(result, {**meta, "date": date})
-                print(f"raw results: {path.relative_to(ROOT)}")
-    if not args.no_write:
-        write_markdown()
-        print(f"tables: {BENCHMARKS_MD.relative_to(ROOT)}")
+    await run_and_record(
+        "B3 foreach fan-out",
+        modes,
+        lambda mode, target_url: run_mode(mode, args, target_url),
+        meta,
+        write_json,
+        write_markdown,
+        write=not args.no_write,
+    )
     return 0
 
 
