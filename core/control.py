@@ -78,6 +78,11 @@ async def resume_execution(client: Client, execution_id: str, *, actor: str | No
     return await _update(client, execution_id, names.UPDATE_RESUME, ControlRequest(actor=actor))
 
 
+async def advance(client: Client, execution_id: str, *, output: Any, actor: str | None) -> ControlResult:
+    """Move a pipeline item past the stage it is at (queued, running or parked), with ``output``."""
+    return await _update(client, execution_id, names.UPDATE_ADVANCE, SkipRequest(output=output, actor=actor))
+
+
 async def signal_execution(client: Client, execution_id: str, name: str, payload: Any) -> None:
     """Send the named signal, as ``temporal workflow signal --name`` does."""
     handle = client.get_workflow_handle(execution_id)

@@ -37,3 +37,11 @@ class Unavailable(ConveyorError):
     """A dependency (Temporal, the database) cannot be reached; the request can be retried."""
 
     status = 503
+
+
+class TooLarge(ConveyorError):
+    status = 413
+
+
+class UnsupportedMedia(ConveyorError):
+    status = 415

@@ -84,6 +84,13 @@ class _Plan:
     definition: Definition
     children: dict[str, ChildDefinition]
 
+    @property
+    def stage_attributes(self) -> list[SearchAttributePair[Any]]:
+        """A pipeline's items start at stage NEW."""
+        if any(step.type == "stage" for _, step in self.definition.all_steps()):
+            return [SearchAttributePair(names.SA_STAGE, names.STAGE_NEW)]
+        return []
+
 
 _PLAN_TTL_S = 1.0
 """How long a process trusts its idea of a definition's active version (a publish shows within this)."""
@@ -91,7 +98,7 @@ _plans: dict[tuple[str, str, int | None], tuple[float, _Plan]] = {}
 """Keyed by store too: versions are immutable within one store, not across the stores of a test run."""
 
 
-async def _plan(session: AsyncSession, name: str, version: int | None) -> _Plan:
+async def plan_for(session: AsyncSession, name: str, version: int | None) -> _Plan:
     store = store_key(session)
     key = (store, name, version)
     cached = _plans.get(key)
@@ -141,7 +148,7 @@ async def start_execution(
         existing = await session.get(ExecutionRecord, workflow_id)
         if existing is not None:
             return await _repeat(client, existing)
-    plan = await _plan(session, name, version)
+    plan = await plan_for(session, name, version)
     prepared = prepare_input(plan.definition.input, input)
     timeout = plan.definition.limits.timeout
     try:
@@ -168,6 +175,7 @@ async def start_execution(
                     SearchAttributePair(names.SA_VERSION, plan.version),
                     SearchAttributePair(names.SA_STATE, ExecutionState.QUEUED.value),
                     SearchAttributePair(names.SA_TRIGGER, trigger),
+                    *plan.stage_attributes,
                 ]
             ),
             result_type=ExecutionSnapshot,

@@ -19,6 +19,8 @@ FAILED_BY_DEFINITION: Final = "FAILED_BY_DEFINITION"
 
 VALIDATION_FAILED: Final = "ValidationFailed"
 INPUT_INVALID: Final = "InputInvalid"
+DATA_INVALID: Final = "DataInvalid"
+"""A stage processor (or other user code) found the item's data unusable: parked for a person at once."""
 WAIT_TIMEOUT: Final = "WaitTimeout"
 INVALID_STATE: Final = "InvalidState"
 """A control request (retry, skip, suspend, resume) that does not fit the execution's state."""
@@ -60,6 +62,7 @@ NON_RETRYABLE: Final = frozenset(
         HTTP_CLIENT_ERROR,
         RESPONSE_TOO_LARGE,
         VALIDATION_FAILED,
+        DATA_INVALID,
         CONNECTOR_NOT_FOUND,
         CONNECTOR_READ_ONLY,
         SQL_ERROR,

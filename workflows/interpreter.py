@@ -62,12 +62,14 @@ with workflow.unsafe.imports_passed_through():
         STEP_TYPES,
         DelayConfig,
         FailConfig,
+        StageConfig,
         SubWorkflowConfig,
         SucceedConfig,
         TransformConfig,
         ValidateConfig,
         WaitConfig,
         parse_config,
+        stage_queue,
     )
 
 
@@ -90,6 +92,10 @@ MAX_DURATION_S = 10 * 365 * 86400.0
 
 FOREACH_BATCH = 100
 """Items a ``foreach`` runs in its own history; longer lists go to child workflows of this many each."""
+
+STAGE_TIMEOUT_S = 3600.0
+"""A stage step's default start-to-close timeout: processors may be slow; a dead worker is found by the
+heartbeat timeout instead."""
 
 MAX_EVENTS = 10_000
 """Events and log lines kept per run; older ones are dropped first (long loops continue-as-new)."""
@@ -203,6 +209,9 @@ class DefinitionWorkflow:
         self._pause: ControlRequest | None = None
         self._retries_used = 0
         self._signals: dict[str, list[Any]] = {}
+        self._stages: dict[str, workflow.ActivityHandle[StepOutcome]] = {}
+        """Stage steps whose activity is scheduled or running, by step id: what ``advance`` cancels."""
+        self._advanced: dict[str, SkipRequest] = {}
         self._top_level = {child: step.id for step in self._definition.steps for child in _all_ids(step)}
         info = workflow.info()
         self._execution: dict[str, Any] = {
@@ -271,6 +280,8 @@ class DefinitionWorkflow:
             raise
         finally:
             await self._release()
+        if any(record.type == "stage" for record in self._records.values()):
+            workflow.upsert_search_attributes([names.SA_STAGE.value_set(names.STAGE_DONE)])
         self._move(ExecutionState.COMPLETED, "all steps finished")
         self._event("completed", data={"output": self._output})
         await self._publish("execution.completed", {"output": self._output})
@@ -458,6 +469,27 @@ class DefinitionWorkflow:
     def _check_resume(self, request: ControlRequest) -> None:
         if self._pause is None:
             raise self._invalid_state("resume", "an execution suspended with `suspend`")
+
+    @workflow.update(name=names.UPDATE_ADVANCE)
+    async def advance(self, request: SkipRequest) -> ControlResult:
+        """Move a pipeline item past its stage by hand: the stage's queued or running work is cancelled
+        (or, parked after a failure, skipped) and ``output`` becomes the stage's output."""
+        if self._parked is not None:
+            self._decide(Decision("skip", request))
+            return ControlResult(state=ExecutionState.QUEUED.value, message="advanced past the failed stage")
+        for step_id, handle in self._stages.items():
+            self._advanced[step_id] = request
+            handle.cancel()
+        return ControlResult(state=self._state.value, message="advanced past the current stage")
+
+    @advance.validator
+    def _check_advance(self, request: SkipRequest) -> None:
+        parked = self._parked.error.step if self._parked is not None else None
+        record = self._records.get(parked or "")
+        if record is not None and record.type == "stage" and self._decision is None:
+            return
+        if not self._stages or any(step in self._advanced for step in self._stages):
+            raise self._invalid_state("advance", "a pipeline item at a stage (queued, running or parked)")
 
     @workflow.signal(dynamic=True)
     def signal(self, name: str, args: Sequence[RawValue]) -> None:
@@ -687,6 +719,8 @@ class DefinitionWorkflow:
                     code=errors.CONFIG_INVALID, message=f"unknown step type {step.type!r}", step=step.id
                 )
             )
+        if step.type == "stage":
+            return await self._run_stage(step, record)
         if spec.activity is not None:
             return await self._run_activity(step, spec.activity, record)
         match step.type:
@@ -1059,32 +1093,75 @@ class DefinitionWorkflow:
         if seconds > 0:
             await workflow.sleep(timedelta(seconds=seconds), summary=step.id)
 
-    async def _run_activity(self, step: Step, activity: str, record: StepRecord) -> Any:
-        config = self._render(step, step.with_, "with")
+    async def _run_stage(self, step: Step, record: StepRecord) -> Any:
+        """A pipeline stage: the processor runs on the stage's task queue; the item's ``ConveyorStage``
+        says where it is, so the queue of items at a stage is a visibility query."""
+        rendered = self._render(step, step.with_, "with")
+        config: StageConfig = self._config(step, StageConfig, rendered)
+        workflow.upsert_search_attributes([names.SA_STAGE.value_set(config.stage)])
+        self._event("stage_entered", step.id, {"stage": config.stage, "label": config.label})
+        heartbeat = self._seconds(step, config.heartbeat_timeout, "heartbeat_timeout")
+        try:
+            return await self._run_activity(
+                step,
+                "stage",
+                record,
+                rendered=rendered,
+                task_queue=config.task_queue or stage_queue(config.stage),
+                heartbeat_timeout=timedelta(seconds=heartbeat),
+                seconds=step.timeout or STAGE_TIMEOUT_S,
+            )
+        except asyncio.CancelledError:
+            advanced = self._advanced.pop(step.id, None)
+            if advanced is None:
+                raise
+            self._log(
+                "info", f"advanced past stage {config.stage} by {advanced.actor or 'an operator'}", step.id
+            )
+            return advanced.output
+
+    async def _run_activity(
+        self,
+        step: Step,
+        activity: str,
+        record: StepRecord,
+        *,
+        rendered: dict[str, Any] | None = None,
+        task_queue: str | None = None,
+        heartbeat_timeout: timedelta | None = None,
+        seconds: float | None = None,
+    ) -> Any:
+        config = self._render(step, step.with_, "with") if rendered is None else rendered
         self._config(step, STEP_TYPES[step.type].config, config)
         defaults = self._definition.defaults
         retry = defaults.retry
         if step.retry is not None:
             # A step's retry overrides only the fields it names; the rest still come from the defaults.
             retry = retry.model_copy(update={f: getattr(step.retry, f) for f in step.retry.model_fields_set})
+        handle = workflow.start_activity(
+            activity,
+            StepRequest(
+                execution_id=self._execution["id"],
+                step_id=step.id,
+                config=config,
+                retry={
+                    "initial_interval": retry.initial_interval,
+                    "backoff": retry.backoff,
+                    "max_interval": max(retry.max_interval, retry.initial_interval),
+                },
+                definition=self._request.name if step.type == "stage" else None,
+            ),
+            result_type=StepOutcome,
+            task_queue=task_queue,
+            start_to_close_timeout=timedelta(seconds=seconds or step.timeout or defaults.timeout),
+            heartbeat_timeout=heartbeat_timeout,
+            retry_policy=_retry_policy(retry),
+            summary=step.id,
+        )
+        if step.type == "stage":
+            self._stages[step.id] = handle
         try:
-            outcome = await workflow.execute_activity(
-                activity,
-                StepRequest(
-                    execution_id=self._execution["id"],
-                    step_id=step.id,
-                    config=config,
-                    retry={
-                        "initial_interval": retry.initial_interval,
-                        "backoff": retry.backoff,
-                        "max_interval": max(retry.max_interval, retry.initial_interval),
-                    },
-                ),
-                result_type=StepOutcome,
-                start_to_close_timeout=timedelta(seconds=step.timeout or defaults.timeout),
-                retry_policy=_retry_policy(retry),
-                summary=step.id,
-            )
+            outcome = await handle
         except ActivityError as exc:
             if isinstance(exc.cause, CancelledError) and workflow.patched(PATCH_CANCELLED_ACTIVITY):
                 # Only this workflow cancels its activities (a failed sibling, or the execution being
@@ -1095,6 +1172,8 @@ class DefinitionWorkflow:
             error = _activity_error(step.id, exc)
             self._log("error", f"{error.code}: {error.message} (attempts: {record.attempts})", step.id)
             raise StepFailed(error) from None
+        finally:
+            self._stages.pop(step.id, None)
         record.attempts = outcome.attempt
         for line in outcome.logs:
             self._log(

@@ -100,6 +100,8 @@ class StepRequest:
     config: dict[str, Any]
     retry: dict[str, float] | None = None
     """``initial_interval``, ``backoff``, ``max_interval`` (seconds) for jittered transient retries."""
+    definition: str | None = None
+    """The definition's name; set for ``stage`` steps, whose processors see it as the pipeline."""
 
 
 @dataclass

@@ -158,6 +158,30 @@ class SubWorkflowConfig(StepConfig):
     input: Any = None
 
 
+STAGE_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+def stage_queue(stage: str) -> str:
+    """The task queue a stage's workers poll unless its step names another."""
+    return f"stage.{stage}"
+
+
+class StageConfig(StepConfig):
+    """``stage``: a registered stage processor, run by the workers polling the stage's own task queue."""
+
+    stage: str = Field(pattern=STAGE_NAME)
+    """The processor's name; written as it is (no template), so the pipeline's stages are known up front."""
+    label: str | None = Field(default=None, max_length=80)
+    """How people call the stage (``DATA EXTRACTION``); the name when absent."""
+    input: Any = None
+    """What the processor gets as ``item.data``."""
+    blob: str | None = None
+    """Key of the item's file in the blob store (an uploaded item's ``{{ input.file.blob }}``)."""
+    task_queue: str | None = Field(default=None, min_length=1, max_length=200)
+    heartbeat_timeout: SecondsOrTemplate = 30.0
+    """A worker that stops heartbeating this long (it died) loses the item to another worker."""
+
+
 class SetConfig(StepConfig):
     """``set``: every key becomes ``vars.<key>``."""
 
@@ -482,6 +506,7 @@ STEP_TYPES: dict[str, StepType] = {
     "data_fetch": StepType(DataFetchConfig, activity="data_fetch"),
     "custom_code": StepType(CustomCodeConfig, activity="custom_code"),
     "ai_process": StepType(AiProcessConfig, activity="ai_process"),
+    "stage": StepType(StageConfig, activity="stage"),
 }
 
 

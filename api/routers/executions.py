@@ -278,6 +278,19 @@ async def skip_step(
     return ControlAnswer(execution_id=execution_id, state=result.state, message=result.message)
 
 
+@router.post("/executions/{execution_id:path}/advance", response_model=ControlAnswer)
+async def advance_item(
+    temporal: TemporalDep,
+    caller: Operator,
+    execution_id: str,
+    body: SkipBody = Body(default_factory=SkipBody),
+) -> ControlAnswer:
+    """A pipeline item at a stage (queued, running or parked): move it past that stage by hand; the stage
+    takes ``output`` as its output. 409 ``INVALID_STATE`` when the item is at no stage."""
+    result = await control.advance(temporal, execution_id, output=body.output, actor=caller.name)
+    return ControlAnswer(execution_id=execution_id, state=result.state, message=result.message)
+
+
 @router.post("/executions/{execution_id:path}/suspend", response_model=ControlAnswer)
 async def suspend_execution(
     temporal: TemporalDep,
