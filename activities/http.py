@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
@@ -18,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 from activities._retry import jittered_delay
 from activities._secrets import with_secrets
 from core.settings import Settings
+from core.ssrf import refuse_literal
 from workflows import errors
 from workflows.messages import StepOutcome, StepRequest
 from workflows.steps import HttpRequestConfig, parse_config
@@ -89,11 +91,14 @@ async def send(
     timeout_s: float,
     **options: Any,
 ) -> tuple[httpx.Response, bytes]:
-    """One request with the body read up to ``limit`` bytes, its failures mapped to step error types."""
+    """One request with the body read up to ``limit`` bytes within ``timeout_s`` in all, its failures mapped
+    to step error types. A refused address (``core.ssrf``) fails the step as ``OutboundBlocked``."""
     try:
-        async with client.stream(method, url, timeout=timeout_s, **options) as response:
-            raw = await _read_capped(response, limit)
-    except httpx.TimeoutException as exc:
+        # httpx's timeout is per read: the overall deadline stops a server that drips bytes forever.
+        async with asyncio.timeout(timeout_s):
+            async with client.stream(method, url, timeout=timeout_s, **options) as response:
+                raw = await _read_capped(response, limit)
+    except (httpx.TimeoutException, TimeoutError) as exc:
         raise ApplicationError(
             f"request timed out after {timeout_s:g}s",
             type=errors.HTTP_TIMEOUT,
@@ -106,6 +111,7 @@ async def send(
             next_retry_delay=jittered_delay(request),
         ) from exc
     except httpx.InvalidURL as exc:
+        refuse_literal(url)  # httpx rejects some spellings of private addresses (0177.0.0.1): say so
         raise ApplicationError(f"invalid url: {exc}", type=errors.CONFIG_INVALID, non_retryable=True) from exc
     return response, raw
 

@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities._retry import jittered_delay
 from activities._secrets import with_secrets
+from activities.http import send
 from core.settings import Settings
 from workflows import errors
 from workflows.messages import StepOutcome, StepRequest
@@ -64,16 +65,17 @@ class NotificationActivities:
         return StepOutcome(output=output, attempt=attempt)
 
     async def _post(self, url: str, payload: Any, headers: dict[str, str], request: StepRequest) -> int:
-        try:
-            response = await self._client.post(
-                url, json=payload, headers=headers, timeout=self._settings.http_timeout_s
-            )
-        except httpx.TransportError as exc:
-            raise ApplicationError(
-                f"webhook failed: {exc}",
-                type=errors.HTTP_TRANSPORT_ERROR,
-                next_retry_delay=jittered_delay(request),
-            ) from exc
+        # Through the shared ``send``: the outbound guard, the size cap and the overall deadline apply too.
+        response, _body = await send(
+            self._client,
+            request,
+            "POST",
+            url,
+            limit=self._settings.http_max_response_bytes,
+            timeout_s=self._settings.http_timeout_s,
+            json=payload,
+            headers=headers,
+        )
         if response.status_code >= 500 or response.status_code == 429:
             raise ApplicationError(
                 f"webhook answered {response.status_code}",

@@ -4,31 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import yaml
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.body_limit import BodyLimit, body_limit
 from api.deps import Resources
-from api.errors import error_response, install_error_handlers
+from api.errors import install_error_handlers
 from api.routers import (
     api_keys,
+    automations,
+    codec,
     connectors,
     definitions,
+    entities,
     events,
     executions,
     health,
     hooks,
+    lifecycles,
+    pipelines,
     stats,
     triggers,
 )
+from api.routers.codec import CodecCors
 from core.api_keys import Role, create_key
 from core.db import create_engine, migrate, session_factory
 from core.definitions import save_definition
+from core.logging import configure_logging
 from core.settings import Settings, get_settings
+from core.telemetry import instrument_api, setup_tracing
 from core.temporal import connect
 from workflows.definition import DefinitionInvalid
 
@@ -41,8 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = settings or get_settings()
-        if not logging.getLogger().handlers:  # uvicorn configures only its own loggers
-            logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s %(message)s")
+        # uvicorn configures only its own loggers; a host that configured logging (a test run) keeps its own.
+        configure_logging(config, force=False)
+        setup_tracing(config, service="conveyor-api")
         engine = create_engine(config.database_url)
         if config.migrate_on_start:
             await migrate(engine)
@@ -62,14 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    instrument_api(app)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        limit = (settings or get_settings()).max_request_bytes
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            return error_response(413, "PAYLOAD_TOO_LARGE", f"the body is larger than {limit} bytes")
-        return await call_next(request)
+    # Settings are read per request: create_app() without settings defers them to the first use.
+    app.add_middleware(BodyLimit, limit=lambda path: body_limit(settings or get_settings(), path))
+    app.add_middleware(CodecCors, origin=lambda: (settings or get_settings()).temporal_ui_origin)
 
     # events before executions: the bare /executions/{execution_id:path} would swallow its suffixed paths.
     for router in (
@@ -81,7 +88,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api_keys.router,
         connectors.router,
         triggers.router,
+        pipelines.router,
         hooks.router,
+        codec.router,
+        lifecycles.router,
+        entities.router,
+        automations.router,
     ):
         app.include_router(router)
     return app

@@ -49,8 +49,60 @@ _HTTP_CODES = {
 }
 
 
+_ERROR_DESCRIPTIONS = {
+    400: "the request is malformed or asks for something impossible",
+    401: "no valid API key",
+    403: "the API key's role may not do this",
+    404: "no such resource",
+    409: "the request conflicts with the resource's current state",
+    413: "the body is larger than the configured limit",
+    415: "the body's content type is not one this route reads",
+    422: "a field is invalid; details.problems names each one by its path",
+}
+_WRITES = frozenset({"post", "put", "patch", "delete"})
+
+
+def document_errors(app: FastAPI) -> None:
+    """Declare the error body in the OpenAPI of every operation, for each status it can answer with.
+
+    Errors come from one place (this module), so they are documented in one place too: 400, 413 and 422
+    everywhere (FastAPI's own 422 schema is replaced, as our handler answers with ``ErrorBody``), 401 and
+    403 where a key is required, 404 where the path names a resource, 404, 409 and 415 on writes.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+            "ErrorBody", ErrorBody.model_json_schema()
+        )
+        body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                statuses = {400, 413, 422}
+                if operation.get("security"):
+                    statuses |= {401, 403}
+                if "{" in path:
+                    statuses.add(404)
+                if method in _WRITES:
+                    # A write may name another resource in its body (a lifecycle, a connector, a definition).
+                    statuses |= {404, 409, 415}
+                responses = operation.setdefault("responses", {})
+                for status in sorted(statuses):
+                    documented = responses.setdefault(str(status), {"description": _ERROR_DESCRIPTIONS[status]})
+                    if status == 422 or "content" not in documented:
+                        documented["content"] = body
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Map our exceptions, FastAPI's validation errors and plain HTTP errors to the error body."""
+    """Map our exceptions, FastAPI's validation errors and plain HTTP errors to the error body, and
+    document them in the OpenAPI schema."""
+    document_errors(app)
 
     @app.exception_handler(ConveyorError)
     async def conveyor_error(_request: Request, exc: ConveyorError) -> JSONResponse:

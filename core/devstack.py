@@ -234,6 +234,15 @@ class DevStack:
 
         # The workers and the API must talk to this dev server whatever CONVEYOR_TEMPORAL_ADDRESS says.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "CONVEYOR_TEMPORAL_ADDRESS": self._temporal_address}
+        # Local development calls services on this machine: the outbound guard allows loopback here (only
+        # here, unless CONVEYOR_OUTBOUND_ALLOW says otherwise), and the dev Web UI may call the codec.
+        env.setdefault("CONVEYOR_OUTBOUND_ALLOW", "127.0.0.0/8,::1,localhost")
+        env.setdefault("CONVEYOR_TEMPORAL_UI_ORIGIN", f"http://localhost:{settings.temporal_ui_port}")
+        codec = (
+            ["--ui-codec-endpoint", f"http://{settings.api_host or '127.0.0.1'}:{settings.api_port}/codec"]
+            if settings.payload_encryption_keys
+            else []
+        )
         # On a persisted database the search attributes already exist from the last start; the CLI
         # accepts registering them again, so the flags are always passed.
         await self._spawn(
@@ -244,6 +253,7 @@ class DevStack:
                 *["--port", str(settings.temporal_port), "--ui-port", str(settings.temporal_ui_port)],
                 *["--namespace", settings.temporal_namespace, "--log-level", "warn"],
                 *search_attribute_flags(),
+                *codec,
             ],
             env,
             # While it stops, the server's internal pollers warn about the connections it is closing.
@@ -252,7 +262,9 @@ class DevStack:
         self._console.say(f"waiting for the Temporal frontend at {self._temporal_address}")
         await self._until(self._temporal_ready(), TEMPORAL_READY_TIMEOUT_S, "the Temporal frontend")
 
-        await self._spawn("worker", [sys.executable, str(ROOT / "worker.py")], env)
+        await self._spawn(
+            "worker", [sys.executable, str(ROOT / "worker.py"), "--main", "--stages", "all"], env
+        )
         api_env = {**env, "CONVEYOR_EXAMPLES_DIR": str(settings.examples_dir or ROOT / "examples")}
         if "auth" not in settings.model_fields_set:  # off is `make run`'s default, not an override
             api_env["CONVEYOR_AUTH"] = AuthMode.OFF.value

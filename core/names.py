@@ -36,6 +36,16 @@ UPDATE_SUSPEND: Final = "suspend"
 UPDATE_RESUME: Final = "resume"
 """Update (``ControlRequest``): continue an execution suspended by ``suspend``."""
 
+UPDATE_ADVANCE: Final = "advance"
+"""Update (``SkipRequest``): move a pipeline item past the stage it is at (queued, running or parked),
+with ``output`` as that stage's output."""
+
+STAGE_NEW: Final = "NEW"
+"""``ConveyorStage`` of a pipeline item before its first stage."""
+
+STAGE_DONE: Final = "DONE"
+"""``ConveyorStage`` of a pipeline item that finished its last stage."""
+
 LANE_WORKFLOW: Final = "LaneWorkflow"
 """Workflow type of the admission lane of one (definition, key): id ``lane/<definition>[/<key>]``."""
 
@@ -58,6 +68,21 @@ ACTIVITY_LANE_ACQUIRE: Final = "lane_acquire"
 ACTIVITY_LANE_CHECK: Final = "lane_check"
 """Activity: which of a lane's slot holders are no longer running (terminated without releasing)."""
 
+ENTITY_WORKFLOW: Final = "EntityWorkflow"
+"""Workflow type of one entity (a task, an action plan, ...): id ``entity/<type>/<id>``."""
+
+QUERY_ENTITY: Final = "entity"
+"""Query on an entity: its record, transitions and SLA tracking (``EntityView``)."""
+
+UPDATE_TRANSITION: Final = "transition"
+"""Update (``TransitionRequest``): move an entity to another state; the validator rejects bad moves."""
+
+ACTIVITY_ENTITY_SLA: Final = "entity_sla_record"
+"""Activity: write (upsert) an entity's SLA record."""
+
+ACTIVITY_ENTITY_EVENT: Final = "entity_event"
+"""Activity: evaluate the automation rules on an entity's domain event and run their actions."""
+
 SA_DEFINITION: Final = SearchAttributeKey.for_keyword("ConveyorDefinition")
 SA_VERSION: Final = SearchAttributeKey.for_int("ConveyorVersion")
 SA_STATE: Final = SearchAttributeKey.for_keyword("ConveyorState")
@@ -66,7 +91,26 @@ SA_TRIGGER: Final = SearchAttributeKey.for_keyword("ConveyorTrigger")
 SA_ERROR: Final = SearchAttributeKey.for_keyword("ConveyorError")
 """The error type an execution last failed or was suspended with (for stats and filters)."""
 
-SEARCH_ATTRIBUTES: Final = (SA_DEFINITION, SA_VERSION, SA_STATE, SA_STAGE, SA_TRIGGER, SA_ERROR)
+SA_ENTITY_TYPE: Final = SA_DEFINITION
+"""On entity workflows the definition attribute holds the lifecycle type (``task``), saving one of the
+dev server's ten Keyword attributes; queries tell the two apart by ``WorkflowType``."""
+SA_TASK_TYPE: Final = SearchAttributeKey.for_keyword("ConveyorTaskType")
+SA_PRIORITY: Final = SearchAttributeKey.for_keyword("ConveyorPriority")
+SA_ASSIGNEE: Final = SearchAttributeKey.for_keyword("ConveyorAssignee")
+"""Entity fields that lists filter on (``GET /api/v1/entities/task?task_type=intake``); entities reuse
+``ConveyorState`` for their state."""
+
+SEARCH_ATTRIBUTES: Final = (
+    SA_DEFINITION,
+    SA_VERSION,
+    SA_STATE,
+    SA_STAGE,
+    SA_TRIGGER,
+    SA_ERROR,
+    SA_TASK_TYPE,
+    SA_PRIORITY,
+    SA_ASSIGNEE,
+)
 """Registered on the dev server at start (``--search-attribute Name=Type``)."""
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import DataConverter, PayloadCodec
 
+from core.codec import CodecChain
+
 ENCODING = b"conveyor/blob-ref"
 
 
@@ -71,6 +73,14 @@ class ClaimCheckCodec(PayloadCodec):
         return original
 
 
-def data_converter(blob_dir: Path, threshold: int) -> DataConverter:
-    """Temporal's default JSON converter with the claim-check codec."""
-    return DataConverter(payload_codec=ClaimCheckCodec(BlobStore(blob_dir), threshold))
+def data_converter(
+    blob_dir: Path, threshold: int, *, encryption: PayloadCodec | None = None
+) -> DataConverter:
+    """Temporal's default JSON converter with the claim-check codec, after ``encryption`` when given.
+
+    Encryption comes first so that what the blob store keeps is ciphertext too (see :mod:`core.codec`).
+    """
+    claim_check = ClaimCheckCodec(BlobStore(blob_dir), threshold)
+    if encryption is None:
+        return DataConverter(payload_codec=claim_check)
+    return DataConverter(payload_codec=CodecChain([encryption, claim_check]))

@@ -6,10 +6,10 @@ import json
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class AuthMode(StrEnum):
@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field(default="default", description="Temporal namespace")
     task_queue: str = Field(
         default="conveyor", description="Task queue of the interpreter and its activities"
+    )
+    stage_modules: list[str] = Field(
+        default=["examples.pipelines.documents", "examples.pipelines.products"],
+        description="Modules whose import registers stage processors (JSON list); stage workers load them",
+    )
+    max_upload_bytes: int = Field(
+        default=25_000_000, description="Largest file a pipeline item upload accepts"
     )
 
     auth: AuthMode = Field(
@@ -73,6 +80,26 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(default=30.0, description="Default timeout of http_request and webhooks")
     http_max_response_bytes: int = Field(default=5_000_000, description="Largest response body a step keeps")
     max_request_bytes: int = Field(default=1_000_000, description="Largest request body the API accepts")
+    outbound_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs, addresses or host names outbound HTTP may reach although not public "
+        "(comma-separated; e.g. 127.0.0.1,10.0.0.0/8 for local development)",
+    )
+    payload_encryption_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="AES-256-GCM keys by key id, base64 of 32 bytes "
+        "(CONVEYOR_PAYLOAD_ENCRYPTION_KEYS__<ID>); set to encrypt every payload Conveyor stores in Temporal",
+    )
+    payload_encryption_key_id: str | None = Field(
+        default=None,
+        description="Id of the key new payloads are encrypted with (default: the only key); the others "
+        "still decrypt, so keys can rotate",
+    )
+    temporal_ui_origin: str | None = Field(
+        default=None,
+        description="Origin of the Temporal Web UI (e.g. http://localhost:8233), the only one CORS lets "
+        "call the codec endpoint",
+    )
     max_wait_s: float = Field(default=60.0, description="Longest `wait` a start request may ask for")
 
     ai_provider: Literal["local", "openai"] = Field(
@@ -106,6 +133,30 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = Field(default=None, description="Password of the SMTP login")
     smtp_from: str = Field(default="conveyor@localhost", description="Sender address of notification emails")
     smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection with STARTTLS")
+
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines for people (text) or one JSON object per line (json)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level of log lines the API and workers print"
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL for traces (unset: OTEL_EXPORTER_OTLP_ENDPOINT, else off)",
+    )
+    worker_metrics_address: str | None = Field(
+        default=None, description="host:port where a worker serves Prometheus metrics (unset: off)"
+    )
+
+    @field_validator("outbound_allow", mode="before")
+    @classmethod
+    def _split_allow(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _read_secrets_file(self) -> Settings:

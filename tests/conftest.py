@@ -63,6 +63,11 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 
 # One blob store for every client, worker and API of the session, as they share one in production.
 os.environ.setdefault("CONVEYOR_BLOB_DIR", tempfile.mkdtemp(prefix="conveyor-blobs-"))
+# The suite's stand-ins for external services listen on loopback, which the outbound guard (core/ssrf.py)
+# refuses by default: allow it for every Settings the tests build, and for workers they start as processes.
+# Tests of the guard itself pass ``outbound_allow=[]``.
+TEST_OUTBOUND_ALLOW = "127.0.0.0/8,::1,localhost"
+os.environ.setdefault("CONVEYOR_OUTBOUND_ALLOW", TEST_OUTBOUND_ALLOW)
 
 
 @pytest.fixture(scope="session")

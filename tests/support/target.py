@@ -15,7 +15,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 CATALOG_KEY = "catalogue-key-123"
 """The credential the /catalog routes want: a bearer token for pages, an X-Api-Key for the cursor."""
@@ -86,6 +86,23 @@ class Target:
             if self.gates.get(name):
                 return JSONResponse({"gate": name, "open": True})
             return JSONResponse({"gate": name, "open": False}, status_code=422)
+
+        @app.get("/redirect")
+        async def redirect(to: str, request: Request) -> Response:
+            """302 to ``to``: the first hop of a redirect chain the outbound guard must re-check."""
+            self.requests.append({"path": "/redirect", "host": request.headers.get("host"), "to": to})
+            return Response(status_code=302, headers={"Location": to})
+
+        @app.get("/drip")
+        async def drip(seconds: float = 30.0) -> StreamingResponse:
+            """A body trickled a byte at a time for ``seconds``: only an overall deadline stops it."""
+
+            async def trickle() -> AsyncIterator[bytes]:
+                for _ in range(int(seconds * 10)):
+                    yield b"x"
+                    await asyncio.sleep(0.1)
+
+            return StreamingResponse(trickle(), media_type="text/plain")
 
         @app.get("/health")
         async def health() -> JSONResponse:

@@ -1,0 +1,1 @@
+"""Reliability under faults: killed workers, a restarted Temporal server, a restarted API."""
