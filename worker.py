@@ -24,7 +24,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import HttpActivities, NotificationActivities
-from activities._masking import SecretMasker, SecretMaskingInterceptor
+from activities._masking import SecretMasker, SecretMaskingInterceptor, masked_logs
 from activities.ai import AiActivities
 from activities.code import CodeActivities
 from activities.database import DatabaseActivities
@@ -85,8 +85,10 @@ async def conveyor_worker(
             ],
         )
         try:
-            async with worker:
-                yield worker
+            # Secrets reach log lines through libraries too (httpx logs URLs): mask them in every record.
+            with masked_logs(SecretMasker(s.get_secret_value() for s in settings.secrets.values())):
+                async with worker:
+                    yield worker
         finally:
             await database.close()
             await store.dispose()

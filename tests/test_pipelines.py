@@ -7,137 +7,32 @@ paused or left with items by one test must not reach another.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from sqlmodel import col, func, select
-from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import WorkflowEnvironment
 
 from activities.stages import StageItem, StageProcessor, StageResult, register
 from core import names
-from core.db import create_engine, session_factory
-from core.models import StageRun
-from core.settings import Settings
-from tests.conftest import api_settings
 from tests.support import processes
-from tests.support.api import running_api
-from worker import choose_stages, conveyor_worker, stage_workers
+from tests.support.pipelines import (
+    Stack,
+    add_text,
+    completed_runs,
+    create,
+    fresh,
+    metrics,
+    pipeline,
+    result,
+    stack,
+    stage_of,
+    until,
+)
+from worker import choose_stages, stage_workers
 from workflows import errors
 
-BOUND_S = 60.0
-"""Upper bound for anything to happen; generous for two cores shared with other tests."""
-
-
-@dataclass
-class Stack:
-    http: httpx.AsyncClient
-    settings: Settings
-    client: Client
-
-
-@pytest.fixture
-async def stack(
-    temporal_env: WorkflowEnvironment, client: Client, task_queue: str, database_url: str
-) -> AsyncIterator[Stack]:
-    """API and interpreter worker on one store; stage workers are started by each test."""
-    settings = api_settings(temporal_env, task_queue, database_url)
-    async with running_api(settings) as http, conveyor_worker(client, settings):
-        yield Stack(http, settings, client)
-
-
-def fresh(prefix: str = "t") -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def pipeline(name: str, *stages: str, heartbeat: float = 30) -> dict[str, Any]:
-    """Stages in a row; each gets the upload and what the stage before it produced."""
-    steps: list[dict[str, Any]] = []
-    for position, stage in enumerate(stages):
-        before = f"{{{{ steps.s{position - 1}.output }}}}" if position else "{{ input }}"
-        steps.append(
-            {
-                "id": f"s{position}",
-                "type": "stage",
-                "with": {
-                    "stage": stage,
-                    "label": stage.upper(),
-                    "input": {"previous": before, "seconds": "{{ input.seconds | default(0) }}"},
-                    "blob": "{{ input.file.blob if input.file is defined else none }}",
-                    "heartbeat_timeout": heartbeat,
-                },
-            }
-        )
-    return {"name": name, "steps": steps}
-
-
-async def create(stack: Stack, document: dict[str, Any]) -> None:
-    answer = await stack.http.post("/api/v1/definitions", json=document)
-    assert answer.status_code == 201, answer.text
-
-
-async def add_text(stack: Stack, name: str, text: str, **metadata: Any) -> str:
-    answer = await stack.http.post(
-        f"/api/v1/pipelines/{name}/items",
-        files={"file": ("note.txt", text.encode(), "text/plain")},
-        data={"metadata": json.dumps(metadata)} if metadata else None,
-    )
-    assert answer.status_code == 201, answer.text
-    body = answer.json()
-    assert body["stage"] == names.STAGE_NEW and body["file"]["size"] == len(text.encode())
-    return str(body["execution_id"])
-
-
-async def result(stack: Stack, execution_id: str) -> dict[str, Any]:
-    """Wait for the item to finish and return the execution view."""
-    await asyncio.wait_for(stack.client.get_workflow_handle(execution_id).result(), BOUND_S)
-    view = await stack.http.get(f"/api/v1/executions/{execution_id}")
-    assert view.status_code == 200, view.text
-    body: dict[str, Any] = view.json()
-    return body
-
-
-async def stage_of(client: Client, execution_id: str) -> str | None:
-    description = await client.get_workflow_handle(execution_id).describe()
-    return description.typed_search_attributes.get(names.SA_STAGE)
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + BOUND_S
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
-async def metrics(stack: Stack, name: str) -> dict[str, Any]:
-    answer = await stack.http.get(f"/api/v1/pipelines/{name}/metrics")
-    assert answer.status_code == 200, answer.text
-    body: dict[str, Any] = answer.json()
-    return body
-
-
-async def completed_runs(settings: Settings, stage: str) -> dict[str, int]:
-    """Completed stage attempts per item, from the stage workers' records."""
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            rows = await session.exec(
-                select(StageRun.execution_id, func.count())
-                .where(col(StageRun.stage) == stage, col(StageRun.outcome) == "completed")
-                .group_by(col(StageRun.execution_id))
-            )
-            return dict(rows.all())
-    finally:
-        await engine.dispose()
+__all__ = ["stack"]  # the fixture
 
 
 def upper(name: str) -> StageProcessor:
@@ -331,14 +226,18 @@ async def test_pipeline_routes_refuse_what_is_not_a_pipeline(stack: Stack) -> No
     assert listed.status_code == 200 and listed.json()["executions"] == []
 
 
+async def _nothing(item: StageItem) -> StageResult:
+    return StageResult({})
+
+
 def test_worker_stage_choice() -> None:
-    registered = {"a": register("a", echo), "b": register("b", echo)}
+    registered = {"a": register("a", _nothing), "b": register("b", _nothing)}
     assert [p.name for p in choose_stages(registered, ["all"])] == ["a", "b"]
     assert [p.name for p in choose_stages(registered, ["b"])] == ["b"]
     with pytest.raises(ValueError, match="no processor for stage zzz; registered: a, b"):
         choose_stages(registered, ["zzz"])
     with pytest.raises(ValueError, match="must match"):
-        register("Bad Name", echo)
+        register("Bad Name", _nothing)
 
 
 def test_stage_names_are_literal_in_definitions() -> None:
