@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
@@ -206,9 +207,13 @@ class StageActivities:
             outcome=outcome,
             error=error,
         )
-        async with self._sessions() as session:
-            session.add(run)
-            await session.commit()
+        try:
+            async with self._sessions() as session:
+                session.add(run)
+                await session.commit()
+        except SQLAlchemyError as exc:
+            # The record feeds the metrics only: an item is never held back because the store is down.
+            activity.logger.warning("stage run not recorded (%s): %s", outcome, exc)
 
 
 def _is_async(process: Processor) -> bool:

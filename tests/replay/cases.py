@@ -24,6 +24,8 @@ class ReplayCase:
     """Sent once the execution is WAITING."""
     retry_patch: dict[str, Any] | None = None
     """Once the execution is SUSPENDED, it is retried with this input patch."""
+    advance: dict[str, Any] | None = None
+    """Once the execution runs a step nobody serves (``unserved``), it is advanced with this output."""
 
 
 def _example(file: str) -> dict[str, Any]:
@@ -198,6 +200,27 @@ FLOW: list[ReplayCase] = [
         {"url": "{target}/status/422"},
         retry_patch={"url": "{target}/echo"},
     ),
+    ReplayCase(
+        "flow-stages-and-advance",
+        {
+            "name": "flow-stages-and-advance",
+            "steps": [
+                {"id": "first", "type": "stage", "with": {"stage": "replay-echo", "input": "{{ input }}"}},
+                {
+                    "id": "held",
+                    "type": "stage",
+                    "with": {
+                        "stage": "unserved",
+                        "input": "{{ steps.first.output }}",
+                        "heartbeat_timeout": 5,
+                    },
+                },
+                {"id": "after", "type": "transform", "with": {"value": "{{ steps.held.output.by }}"}},
+            ],
+        },
+        {"n": 1},
+        advance={"by": "hand"},
+    ),
 ]
 
 
@@ -206,5 +229,7 @@ def all_cases() -> list[ReplayCase]:
     examples = [
         ReplayCase(f"example-{path.stem}", _example(path.name), EXAMPLE_INPUTS.get(path.stem, {}))
         for path in sorted(EXAMPLES.glob("*.yaml"))
+        # Pipelines need their stage workers, store tables and files: flow-stages-and-advance covers stages.
+        if not any(step.get("type") == "stage" for step in _example(path.name)["steps"])
     ]
     return FEATURES + FLOW + examples

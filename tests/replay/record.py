@@ -16,14 +16,15 @@ from typing import Any
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from activities.stages import StageItem, StageResult, register
 from core import names
 from core.inputs import prepare_input
 from core.settings import Settings
 from tests.replay.cases import HISTORIES, ReplayCase, all_cases
 from tests.support.run import start
 from tests.support.target import Target, serve
-from worker import conveyor_worker
-from workflows.messages import RetryRequest
+from worker import conveyor_worker, stage_workers
+from workflows.messages import RetryRequest, SkipRequest
 
 QUEUE = "replay-recorder"
 
@@ -41,7 +42,14 @@ async def record() -> None:
         dev_server_existing_path=str(binary), search_attributes=list(names.SEARCH_ATTRIBUTES)
     )
     target = Target()
-    async with env, serve(target.app) as url, conveyor_worker(env.client, Settings(task_queue=QUEUE)):
+    settings = Settings(task_queue=QUEUE)
+    echo = register("replay-echo", _echo)
+    async with (
+        env,
+        serve(target.app) as url,
+        conveyor_worker(env.client, settings),
+        stage_workers(env.client, settings, [echo], max_concurrent=1),
+    ):
         target.url = url
         HISTORIES.mkdir(parents=True, exist_ok=True)
         for case in all_cases():
@@ -62,11 +70,26 @@ async def record() -> None:
                 await _until_state(handle, "SUSPENDED")
                 patch = json.loads(json.dumps(case.retry_patch).replace("{target}", url))
                 await handle.execute_update(names.UPDATE_RETRY, RetryRequest(input_patch=patch))
+            if case.advance is not None:
+                await _until_step(handle, "held")
+                await handle.execute_update(names.UPDATE_ADVANCE, SkipRequest(output=case.advance))
             with contextlib.suppress(WorkflowFailureError):  # failed and cancelled runs are recorded too
                 await handle.result()
             history = await handle.fetch_history()
             path.write_text(history.to_json())
             print(f"recorded {case.name}: {len(history.events)} events")
+
+
+async def _echo(item: StageItem) -> StageResult:
+    return StageResult({"echo": item.data})
+
+
+async def _until_step(handle: WorkflowHandle[Any, Any], step: str) -> None:
+    for _ in range(200):
+        if (await handle.query(names.QUERY_DESCRIBE))["current_step"] == step:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{handle.id} never reached step {step}")
 
 
 async def _until_state(handle: WorkflowHandle[Any, Any], state: str) -> None:
