@@ -20,7 +20,7 @@ import yaml
 from tests.support.target import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 15.0
+START_TIMEOUT_S = 45.0  # generous: two cores, and the worker imports the stage processors too
 STOP_TIMEOUT_S = 15.0
 
 pytestmark = pytest.mark.skipif(
