@@ -149,13 +149,22 @@ class Api:
         params: dict[str, Any] | None = None,
         content: bytes | None = None,
         content_type: str | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+        form: dict[str, str] | None = None,
     ) -> Any:
         """The decoded answer of ``method path``; raises :class:`ApiError` or :class:`Unreachable`."""
         headers = {"content-type": content_type} if content_type else None
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = self._http.request(
-                method, path, json=body, params=query, content=content, headers=headers
+                method,
+                path,
+                json=body,
+                params=query,
+                content=content,
+                headers=headers,
+                files=files,
+                data=form,
             )
         except (httpx.ConnectError, httpx.ConnectTimeout):
             raise Unreachable(self.base_url) from None
@@ -1004,6 +1013,16 @@ def skip(
 
 
 @app.command()
+def advance(
+    ctx: typer.Context,
+    execution_id: IdArg,
+    output: Annotated[str | None, typer.Option(help="the stage's output to go on with, as JSON")] = None,
+) -> None:
+    """Move a pipeline item past the stage it is at (queued, being worked on, or parked there)."""
+    control(_cli(ctx), execution_id, "advance", {"output": parse_json_option(output, "--output")})
+
+
+@app.command()
 def signal(
     ctx: typer.Context,
     execution_id: IdArg,
@@ -1153,6 +1172,8 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """The ``conveyor`` console script."""
+    from api import cli_pipeline  # noqa: F401  (registers ``conveyor pipeline ...``)
+
     err = Console(stderr=True)
     try:
         app(args=hoist_global_options(sys.argv[1:]), prog_name="conveyor")
@@ -1168,4 +1189,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # ``python -m api.cli`` runs this file as ``__main__``; the commands other modules register (``conveyor
+    # pipeline``) live on ``api.cli``'s app, so run that one.
+    from api.cli import main as run
+
+    run()
