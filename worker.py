@@ -6,7 +6,7 @@ python worker.py --main --stages all                 # both: what `make run` sta
 
 The worker reads the store (CONVEYOR_DATABASE_URL) for the connectors of ``database_query`` and
 ``data_fetch`` steps, so it must run where that database is reachable; stage workers write one row per
-stage attempt there (the pipeline metrics).
+stage attempt there (the pipeline metrics), and entity activities their SLA records.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from activities.ai import AiActivities
 from activities.code import CodeActivities
 from activities.database import DatabaseActivities
 from activities.emit import EmitActivities
-from activities.entities import EntityActivities
+from activities.entities import EntityActivities, EntityStepActivities
 from activities.fetch import FetchActivities
 from activities.lanes import LaneActivities
 from activities.stages import StageActivities, StageProcessor, load
@@ -82,6 +82,7 @@ async def conveyor_worker(
                 lanes.lane_check,
                 entities.entity_sla_record,
                 entities.entity_event,
+                EntityStepActivities(session_factory(store), client).entity,
             ],
         )
         try:
@@ -123,6 +124,7 @@ async def stage_workers(
             activities=[StageActivities(processor, blobs, session_factory(store), settings).stage],
             max_concurrent_activities=max_concurrent,
             graceful_shutdown_timeout=timedelta(seconds=10),
+            interceptors=worker_interceptors(client.config()["interceptors"]),
         )
         for processor in processors
     ]

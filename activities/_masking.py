@@ -7,7 +7,9 @@ workflow's history, so this interceptor replaces every configured secret value w
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -83,3 +85,48 @@ class _MaskingInbound(ActivityInboundInterceptor):
                 result, output=self._masker.data(result.output), logs=self._masker.data(result.logs)
             )
         return result
+
+
+_log_maskers: list[SecretMasker] = []
+_plain_factory: Callable[..., logging.LogRecord] | None = None
+
+
+@contextmanager
+def masked_logs(masker: SecretMasker) -> Iterator[None]:
+    """Mask ``masker``'s secrets in every log record the process makes while the block runs.
+
+    Libraries log what they were given: httpx logs each request's URL (query strings carry tokens), the
+    Temporal SDK logs activity failures with their tracebacks. Records are masked where they are made (a
+    log record factory), so every handler — files, the console, a test's log capture — sees only ``***``.
+    """
+    global _plain_factory
+    if _plain_factory is None:
+        _plain_factory = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(_masked_record)
+    _log_maskers.append(masker)
+    try:
+        yield
+    finally:
+        _log_maskers.remove(masker)
+
+
+def _masked_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    assert _plain_factory is not None
+    record = _plain_factory(*args, **kwargs)
+    if not _log_maskers:
+        return record
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed record is logging's to report, not ours
+        return record
+    masked = message
+    for masker in _log_maskers:
+        masked = masker.text(masked)
+    if masked != message:
+        record.msg, record.args = masked, None
+    if record.exc_info and record.exc_info[0] is not None:
+        text = logging.Formatter().formatException(record.exc_info)
+        for masker in _log_maskers:
+            text = masker.text(text)
+        record.exc_text = text
+    return record

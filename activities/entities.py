@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import asdict
 from typing import Any
 
 import httpx
@@ -30,7 +31,8 @@ from core.sla import write_sla_record
 from workflows import errors, expressions
 from workflows.entity_messages import EntityEvent, SlaRecordWrite, TransitionRequest
 from workflows.lifecycles import ADMIN_ROLE, Actor, AutomationAction, AutomationRule
-from workflows.messages import StepRequest
+from workflows.messages import StepOutcome, StepRequest
+from workflows.steps import EntityConfig, parse_config
 
 log = logging.getLogger("conveyor.automations")
 
@@ -185,3 +187,61 @@ class EntityActivities:
 
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class EntityStepActivities:
+    """The ``entity`` step: create or transition an entity from a definition."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], client: Client) -> None:
+        self._sessions = sessions
+        self._client = client
+
+    @activity.defn(name="entity")
+    async def entity(self, request: StepRequest) -> StepOutcome:
+        """Create or transition; a refused transition fails the step (non-retryable) with its error code.
+
+        The step acts as an admin named after its execution: definitions are published by admins. Ids are
+        derived from the execution and the activity, so a retried step finds the entity or the transition
+        it made.
+        """
+        try:
+            config = parse_config(EntityConfig, request.config)
+        except ValueError as exc:
+            raise ApplicationError(str(exc), type=errors.CONFIG_INVALID, non_retryable=True) from None
+        info = activity.info()
+        key = _digest(f"{info.workflow_id}:{info.workflow_run_id}:{info.activity_id}")
+        actor = Actor.of_role(f"execution:{request.execution_id}", ADMIN_ROLE)
+        try:
+            if config.action == "create":
+                async with self._sessions() as session:
+                    created = await create_entity(
+                        session,
+                        self._client,
+                        task_queue=info.task_queue,
+                        entity_type=config.entity_type,
+                        data=config.fields,
+                        actor=actor,
+                        entity_id=config.id or f"step-{key}",
+                    )
+                output = {**asdict(created.entity), "created": created.created}
+            else:
+                result = await transition_entity(
+                    self._client,
+                    entity_type=config.entity_type,
+                    entity_id=str(config.id),
+                    request=TransitionRequest(
+                        target_state=str(config.target_state),
+                        actor=actor.name,
+                        role=actor.role,
+                        permissions=list(actor.permissions),
+                        notes=config.notes,
+                        context=config.context,
+                        request_id=key,
+                    ),
+                )
+                output = {**asdict(result.entity), "transition": asdict(result.transition)}
+        except ConveyorError as exc:
+            raise ApplicationError(
+                exc.message, exc.details, type=exc.error_code, non_retryable=exc.status < 500
+            ) from None
+        return StepOutcome(output=output, attempt=info.attempt)

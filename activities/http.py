@@ -25,6 +25,7 @@ from workflows.messages import StepOutcome, StepRequest
 from workflows.steps import HttpRequestConfig, parse_config
 
 _BODY_EXCERPT = 2_000
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class HttpActivities:
@@ -49,6 +50,9 @@ class HttpActivities:
                 auth = httpx.BasicAuth(config.auth.username or "", config.auth.password or "")
         timeout = float(config.timeout) if config.timeout is not None else self._settings.http_timeout_s
         info = activity.info()
+        if config.idempotency_key and IDEMPOTENCY_HEADER.lower() not in {h.lower() for h in headers}:
+            # The activity id tells apart runs of one step (loop items); retries of a run keep it.
+            headers[IDEMPOTENCY_HEADER] = f"{request.execution_id}/{request.step_id}/{info.activity_id}"
         activity.logger.info("%s %s (attempt %d)", config.method, _redact_query(config.url), info.attempt)
         response, raw = await send(
             self._client,

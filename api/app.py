@@ -12,6 +12,7 @@ import yaml
 from fastapi import FastAPI
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from activities._masking import SecretMasker, masked_logs
 from api.body_limit import BodyLimit, body_limit
 from api.deps import Resources
 from api.errors import install_error_handlers
@@ -61,7 +62,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.resources = resources
         await _bootstrap(resources)
         try:
-            yield
+            # The API reads the same secrets (and its bootstrap key): whatever it logs shows them masked.
+            secrets = [s.get_secret_value() for s in config.secrets.values()]
+            if config.bootstrap_admin_key is not None:
+                secrets.append(config.bootstrap_admin_key.get_secret_value())
+            with masked_logs(SecretMasker(secrets)):
+                yield
         finally:
             await engine.dispose()
 

@@ -91,7 +91,9 @@ def document_errors(app: FastAPI) -> None:
                     statuses |= {404, 409, 415}
                 responses = operation.setdefault("responses", {})
                 for status in sorted(statuses):
-                    documented = responses.setdefault(str(status), {"description": _ERROR_DESCRIPTIONS[status]})
+                    documented = responses.setdefault(
+                        str(status), {"description": _ERROR_DESCRIPTIONS[status]}
+                    )
                     if status == 422 or "content" not in documented:
                         documented["content"] = body
         return schema

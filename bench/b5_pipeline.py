@@ -35,8 +35,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +57,7 @@ from bench.b1_interpreter import (
     TEMPORAL_CLI,
     CpuMeter,
     Progress,
+    cpu_seconds,
     dev_server_pid,
     machine,
     percentile,
@@ -68,8 +69,9 @@ from core.payloads import BlobStore
 from core.settings import Settings, get_settings
 from examples.pipelines.context import dispose_engines
 from tests.support.documents import Document, contract_text, invoice_pdf, receipt_text, resume_pdf
+from tests.support.processes import READY_TIMEOUT_S, Child, conveyor_env
 from tests.support.run import start as start_definition
-from worker import conveyor_worker, stage_workers
+from worker import conveyor_worker
 from workflows.messages import ExecutionSnapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +146,9 @@ class SideResult:
     server_cpu_s: float | None
     polls: int = 0
     """Polling side: queries the stage workers made (empty or not)."""
+    outside_stages_s: Spread | None = None
+    """Per item, end-to-end time not spent in a stage: for Conveyor the workflow's start and the
+    interpreter's workflow tasks between stages; for the polling design nothing (a move is one UPDATE)."""
 
 
 @dataclass
@@ -175,6 +180,38 @@ async def _arrive(count: int, rate: float) -> None:
         await asyncio.sleep(count / rate)
 
 
+@asynccontextmanager
+async def stage_process(client: Client, settings: Settings, slots: int, folder: Path) -> AsyncIterator[Child]:
+    """``python worker.py --stages classification,extraction,processing``, as an operator starts it, until
+    its three stage queues have a poller."""
+    env = conveyor_env(
+        temporal_address=client.service_client.config.target_host,
+        temporal_namespace=client.namespace,
+        database_url=settings.database_url,
+        blob_dir=str(settings.blob_dir),
+        log_level="INFO",
+    )
+    argv = [
+        sys.executable,
+        str(ROOT / "worker.py"),
+        "--stages",
+        ",".join(STAGES),
+        "--max-concurrent",
+        str(slots),
+    ]
+    child = Child("stage worker", argv, env, folder / "stage-worker.log")
+    await child.start()
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            while child.output().count("serving stage queue") < len(STAGES):
+                if not child.running:
+                    raise RuntimeError(f"the stage worker exited:\n{child.output()}")
+                await asyncio.sleep(0.2)
+        yield child
+    finally:
+        await child.stop()
+
+
 async def run_conveyor(
     client: Client,
     settings: Settings,
@@ -184,31 +221,33 @@ async def run_conveyor(
     rate: float,
     line: Progress,
     server_pid: int | None,
+    *,
+    folder: Path,
+    warmup: list[Document],
 ) -> SideResult:
-    processors = [load(settings.stage_modules)[name] for name in STAGES]
     definition = yaml.safe_load(DEFINITION.read_text())
     blobs = BlobStore(settings.blob_dir)
+
+    async def upload(index: int, document: Document) -> WorkflowHandle[Any, ExecutionSnapshot]:
+        await _arrive(index, rate)
+        # The Pipelines API stores the file and starts the execution with this input.
+        key = blobs.put(document.data)
+        meta = {
+            "blob": key,
+            "filename": document.filename,
+            "content_type": document.content_type,
+            "size": len(document.data),
+        }
+        return await start_definition(client, settings.task_queue, definition, {"file": meta})
+
     meter = CpuMeter(server_pid)
-    async with AsyncExitStack() as running:
-        await running.enter_async_context(conveyor_worker(client, settings))
-        await running.enter_async_context(stage_workers(client, settings, processors, max_concurrent=slots))
+    async with conveyor_worker(client, settings), stage_process(client, settings, slots, folder) as stages:
+        if warmup:
+            await asyncio.gather(*[(await upload(0, d)).result() for d in warmup])
+        stage_pid = stages.process.pid if stages.process is not None else None
+        stage_cpu0 = cpu_seconds(stage_pid)
         async with meter.measure():
             began = time.perf_counter()
-            gate = asyncio.Semaphore(50)
-
-            async def upload(index: int, document: Document) -> WorkflowHandle[Any, ExecutionSnapshot]:
-                await _arrive(index, rate)
-                async with gate:
-                    # The Pipelines API stores the file and starts the execution with this input.
-                    key = blobs.put(document.data)
-                    meta = {
-                        "blob": key,
-                        "filename": document.filename,
-                        "content_type": document.content_type,
-                        "size": len(document.data),
-                    }
-                    return await start_definition(client, settings.task_queue, definition, {"file": meta})
-
             handles = await asyncio.gather(*(upload(i, d) for i, d in enumerate(documents)))
             finished = 0
 
@@ -221,13 +260,14 @@ async def run_conveyor(
 
             results = await asyncio.wait_for(asyncio.gather(*(wait(h) for h in handles)), RUN_TIMEOUT_S)
             wall = time.perf_counter() - began
+        stage_cpu = cpu_seconds(stage_pid) - stage_cpu0
     completed = sum(1 for r in results if r.state == "COMPLETED")
     correct = sum(
         1
         for r, d in zip(results, documents, strict=True)
         if r.state == "COMPLETED" and (r.output or {}).get("document_class") == d.document_class
     )
-    latency, end_to_end = await _histories(client, [h.id for h in handles])
+    latency, end_to_end, outside = await _histories(client, [h.id for h in handles])
     work = await _stage_runs(store, {h.id for h in handles})
     return SideResult(
         side=CONVEYOR,
@@ -237,23 +277,29 @@ async def run_conveyor(
         wall_s=wall,
         items_per_s=len(documents) / wall,
         end_to_end_s=Spread.of(end_to_end),
+        outside_stages_s=Spread.of(outside),
         stage_latency_s={stage: Spread.of(latency[stage]) for stage in STAGES},
         stage_work_s={stage: Spread.of(work[stage]) for stage in STAGES},
-        worker_cpu_s=meter.worker_s,
+        worker_cpu_s=meter.worker_s + stage_cpu,
         server_cpu_s=meter.server_s if server_pid is not None else None,
     )
 
 
-async def _histories(client: Client, workflow_ids: list[str]) -> tuple[dict[str, list[float]], list[float]]:
-    """Per stage, activity scheduled → completed (s); and per item, workflow started → closed (s)."""
+async def _histories(
+    client: Client, workflow_ids: list[str]
+) -> tuple[dict[str, list[float]], list[float], list[float]]:
+    """Per stage, activity scheduled → completed (s); per item, workflow started → closed (s) and the part
+    of that outside the stages."""
     latency: dict[str, list[float]] = {stage: [] for stage in STAGES}
     end_to_end: list[float] = []
+    outside: list[float] = []
     gate = asyncio.Semaphore(20)
 
     async def one(workflow_id: str) -> None:
         async with gate:
             history = await client.get_workflow_handle(workflow_id).fetch_history()
         scheduled: dict[int, tuple[str, float]] = {}
+        in_stages = 0.0
         for event in history.events:
             at = event.event_time.ToMicroseconds() / 1e6
             if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -263,13 +309,14 @@ async def _histories(client: Client, workflow_ids: list[str]) -> tuple[dict[str,
                 stage, began = scheduled[event.activity_task_completed_event_attributes.scheduled_event_id]
                 if stage in latency:
                     latency[stage].append(at - began)
+                    in_stages += at - began
         events = history.events
-        end_to_end.append(
-            (events[-1].event_time.ToMicroseconds() - events[0].event_time.ToMicroseconds()) / 1e6
-        )
+        total = (events[-1].event_time.ToMicroseconds() - events[0].event_time.ToMicroseconds()) / 1e6
+        end_to_end.append(total)
+        outside.append(total - in_stages)
 
     await asyncio.gather(*(one(w) for w in workflow_ids))
-    return latency, end_to_end
+    return latency, end_to_end, outside
 
 
 async def _stage_runs(store: AsyncEngine, workflow_ids: set[str]) -> dict[str, list[float]]:
@@ -439,9 +486,27 @@ async def run_polling(
     directory: Path,
     line: Progress,
     server_pid: int | None,
+    *,
+    warmup: list[Document],
 ) -> SideResult:
     engine = create_engine(f"sqlite+aiosqlite:///{directory}/polling.db")
     registered = load(settings.stage_modules)
+    blobs = BlobStore(settings.blob_dir)
+    for index, document in enumerate(warmup):  # imports, the store's engine: what the first items would pay
+        done: dict[str, dict[str, Any]] = {}
+        for stage in STAGES:
+            item = StageItem(
+                "b5-warmup",
+                stage,
+                f"b5-warmup/{index}",
+                stage_input(stage, document, done),
+                blob=blobs.put(document.data),
+                _blobs=blobs,
+            )
+            result = registered[stage].process(item)
+            output = await result if inspect.isawaitable(result) else result
+            assert isinstance(output, StageResult)
+            done[stage] = output.data
     pipeline = PollingPipeline(
         engine, BlobStore(settings.blob_dir), {s: registered[s] for s in STAGES}, slots, polls, documents
     )
@@ -472,7 +537,7 @@ async def run_polling(
                 (
                     await connection.execute(
                         sql(
-                            "SELECT stage, entered_at, started_at, finished_at FROM workflow_events "
+                            "SELECT item_id, stage, entered_at, started_at, finished_at FROM workflow_events "
                             "WHERE outcome = 'completed'"
                         )
                     )
@@ -489,9 +554,14 @@ async def run_polling(
         await engine.dispose()
     latency: dict[str, list[float]] = {stage: [] for stage in STAGES}
     work: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    in_stages: dict[int, float] = {}
     for event in events:
         latency[event["stage"]].append(event["finished_at"] - event["entered_at"])
         work[event["stage"]].append(event["finished_at"] - event["started_at"])
+        in_stages[event["item_id"]] = in_stages.get(event["item_id"], 0.0) + (
+            event["finished_at"] - event["entered_at"]
+        )
+    finished = [row for row in items if row["done_at"] is not None]
     correct = sum(
         1
         for row in items
@@ -506,7 +576,10 @@ async def run_polling(
         classes_correct=correct,
         wall_s=wall,
         items_per_s=len(documents) / wall,
-        end_to_end_s=Spread.of([row["done_at"] - row["created_at"] for row in items if row["done_at"]]),
+        end_to_end_s=Spread.of([row["done_at"] - row["created_at"] for row in finished]),
+        outside_stages_s=Spread.of(
+            [row["done_at"] - row["created_at"] - in_stages.get(row["id"], 0.0) for row in finished]
+        ),
         stage_latency_s={stage: Spread.of(latency[stage]) for stage in STAGES},
         stage_work_s={stage: Spread.of(work[stage]) for stage in STAGES},
         worker_cpu_s=meter.worker_s,
@@ -531,6 +604,7 @@ async def measure(
     polls: Sequence[float] = POLLS,
     rate: float = 0.0,
     polling_first: bool = False,
+    warmup: int = 20,
     progress: bool = True,
 ) -> B5Result:
     """Run both sides on ``client``'s server with a fresh store, blob folder and queues; restores the
@@ -556,11 +630,28 @@ async def measure(
             for side in order:
                 if side == CONVEYOR:
                     sides[side] = await run_conveyor(
-                        client, settings, store, corpus(documents, "C"), slots, rate, line, server_pid
+                        client,
+                        settings,
+                        store,
+                        corpus(documents, "C"),
+                        slots,
+                        rate,
+                        line,
+                        server_pid,
+                        folder=directory,
+                        warmup=corpus(warmup, "CW"),
                     )
                 else:
                     sides[side] = await run_polling(
-                        settings, corpus(documents, "P"), slots, polls, rate, directory, line, server_pid
+                        settings,
+                        corpus(documents, "P"),
+                        slots,
+                        polls,
+                        rate,
+                        directory,
+                        line,
+                        server_pid,
+                        warmup=corpus(warmup, "PW"),
                     )
         finally:
             await dispose_engines()
@@ -625,6 +716,9 @@ def render_table(result: B5Result) -> str:
     row("wall time (s)", c.wall_s, p.wall_s, 1)
     row("end-to-end latency p50 (s)", c.end_to_end_s.p50, p.end_to_end_s.p50)
     row("end-to-end latency p95 (s)", c.end_to_end_s.p95, p.end_to_end_s.p95)
+    if c.outside_stages_s is not None and p.outside_stages_s is not None:
+        row("time outside stages p50 (s)", c.outside_stages_s.p50, p.outside_stages_s.p50, ratio=False)
+        row("time outside stages p95 (s)", c.outside_stages_s.p95, p.outside_stages_s.p95, ratio=False)
     for stage in STAGES:
         row(f"{LABELS[stage]} latency p50 (s)", c.stage_latency_s[stage].p50, p.stage_latency_s[stage].p50)
         row(f"{LABELS[stage]} latency p95 (s)", c.stage_latency_s[stage].p95, p.stage_latency_s[stage].p95)
@@ -657,7 +751,15 @@ def _from_json(data: dict[str, Any]) -> B5Result:
         spread = {
             k: {s: Spread(**v) for s, v in values[k].items()} for k in ("stage_latency_s", "stage_work_s")
         }
-        return SideResult(**{**values, "end_to_end_s": Spread(**values["end_to_end_s"]), **spread})
+        outside = values.get("outside_stages_s")
+        return SideResult(
+            **{
+                **values,
+                "end_to_end_s": Spread(**values["end_to_end_s"]),
+                "outside_stages_s": Spread(**outside) if outside else None,
+                **spread,
+            }
+        )
 
     keys = ("documents", "slots", "polls_s", "rate", "order", "ratios", "duration_s")
     return B5Result(**{k: data[k] for k in keys}, sides={n: side(s) for n, s in data["sides"].items()})
@@ -728,6 +830,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         "--rate", type=float, default=0.0, help="documents per second (default 0: all at once)"
     )
     parser.add_argument("--polling-first", action="store_true", help="run the polling side first")
+    parser.add_argument("--warmup", type=int, default=20, help="documents per side before measuring")
     parser.add_argument("--file-backed", action="store_true", help="the file-backed (SQLite) dev server")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results alone")
@@ -751,6 +854,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
                 polls=args.poll,
                 rate=args.rate,
                 polling_first=args.polling_first,
+                warmup=args.warmup,
                 progress=not args.quiet,
             )
     print(f"\nB5 staged pipeline, {args.documents} documents\n")

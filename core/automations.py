@@ -19,7 +19,13 @@ from core.errors import Conflict, Unprocessable
 from core.models import StoredAutomation
 from workflows import expressions
 from workflows.entity_messages import EntityEvent
-from workflows.lifecycles import BUILT_IN, AutomationRule, LifecycleInvalid, parse_automation
+from workflows.lifecycles import (
+    BUILT_IN,
+    AutomationRule,
+    LifecycleInvalid,
+    load_automation,
+    parse_automation,
+)
 
 
 def builtin_rules() -> list[AutomationRule]:
@@ -69,7 +75,7 @@ async def list_automations(session: AsyncSession) -> list[StoredAutomation]:
 
 def stored_rule(row: StoredAutomation) -> AutomationRule:
     """A stored row as a rule (it was validated when stored)."""
-    rule = parse_automation(
+    return load_automation(
         {
             "id": row.id,
             "event": row.event,
@@ -77,16 +83,13 @@ def stored_rule(row: StoredAutomation) -> AutomationRule:
             "actions": row.actions,
             "description": row.description,
             "entity_type": row.entity_type,
-        },
-        "$",
+        }
     )
-    assert rule is not None
-    return rule
 
 
 async def rules_for(session: AsyncSession, event: EntityEvent) -> list[AutomationRule]:
     """The rules listening to ``event``: the entity's lifecycle's (carried in the event), then stored ones."""
-    carried = [rule for doc in event.automations if (rule := parse_automation(doc, "$")) is not None]
+    carried = [load_automation(doc) for doc in event.automations]
     query = select(StoredAutomation).where(
         col(StoredAutomation.event) == event.event, col(StoredAutomation.active).is_(True)
     )

@@ -32,7 +32,6 @@ from workflows.entity_messages import (
     EntityRecord,
     EntityStart,
     EntityView,
-    TransitionRecord,
     TransitionRequest,
     TransitionResult,
 )
@@ -359,7 +358,6 @@ __all__ = [
     "EntityPage",
     "InvalidTransition",
     "PermissionDenied",
-    "TransitionRecord",
     "create_entity",
     "entity_history",
     "get_entity",

@@ -87,17 +87,20 @@ class _ConveyorHandler(logging.StreamHandler[TextIO]):
     """The handler :func:`configure_logging` installs, told apart so a second call replaces it."""
 
 
-def configure_logging(settings: Settings, *, stream: TextIO | None = None, force: bool = True) -> None:
-    """Send the root logger's lines to ``stream`` (stderr) in the configured format and level.
+def configure_logging(
+    settings: Settings, *, stream: TextIO | None = None, force: bool = True
+) -> logging.Handler | None:
+    """Send the root logger's lines to ``stream`` (stderr) in the configured format and level; returns the
+    handler installed, or ``None`` when ``force=False`` found logging configured already (by a test
+    runner or a host app) and left it alone.
 
-    ``force=False`` leaves logging alone when someone (a test runner, a host app) configured it already.
     In JSON mode uvicorn's loggers hand their lines to the root logger too, so the API's access log is
     JSON like the rest.
     """
     root = logging.getLogger()
     ours = [h for h in root.handlers if isinstance(h, _ConveyorHandler)]
     if not force and len(root.handlers) > len(ours):
-        return
+        return None
     for handler in ours:
         root.removeHandler(handler)
     handler = _ConveyorHandler(stream or sys.stderr)
@@ -111,3 +114,4 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None, force
             logger = logging.getLogger(name)
             logger.handlers.clear()
             logger.propagate = True
+    return handler

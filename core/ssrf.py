@@ -21,6 +21,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -56,6 +57,8 @@ _CLASSES: Final[list[tuple[str, list[IPNetwork]]]] = [
     ]
 ]
 _NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+_TLS_POOLS: Final = 64
+"""Server names whose TLS connection pools are kept; the least recently used beyond are closed."""
 _PART: Final = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
 
 
@@ -86,7 +89,10 @@ def ip_literal(host: str) -> IPAddress | None:
     parts = host.removesuffix(".").split(".")
     if not 1 <= len(parts) <= 4 or not all(_PART.fullmatch(p) for p in parts):
         return None
-    values = [int(p, 16) if p[:2].lower() == "0x" else int(p, 8) if p[0] == "0" else int(p) for p in parts]
+    values = [
+        int(p[2:] or "0", 16) if p[:2].lower() == "0x" else int(p, 8) if p[0] == "0" else int(p)
+        for p in parts
+    ]
     # a.b.c.d, a.b.c (c fills 16 bits), a.b (b fills 24 bits), a (32 bits): the last part fills the rest.
     *leading, last = values
     if any(v > 0xFF for v in leading) or last >= 1 << (8 * (5 - len(values))):
@@ -217,18 +223,30 @@ def refuse_literal(url: str) -> None:
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that checks each request (so each redirect hop) and pins the checked address."""
+    """An httpx transport that checks each request (so each redirect hop) and pins the checked address.
 
-    def __init__(self, guard: OutboundGuard, inner: httpx.AsyncBaseTransport | None = None) -> None:
+    Connection pools are keyed by the address dialled, so TLS gets one pool per server name: a connection
+    whose certificate was checked for one name is never reused for another name on the same address.
+    """
+
+    def __init__(
+        self,
+        guard: OutboundGuard,
+        make_transport: Callable[[], httpx.AsyncBaseTransport] = httpx.AsyncHTTPTransport,
+    ) -> None:
         self._guard = guard
-        self._inner = inner or httpx.AsyncHTTPTransport()
+        self._make = make_transport
+        self._plain = make_transport()
+        self._tls: OrderedDict[str, httpx.AsyncBaseTransport] = OrderedDict()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         target = await self._guard.check(request.url)
         extensions: dict[str, Any] = dict(request.extensions)
+        inner = self._plain
         if request.url.scheme == "https":
             # Certificates are checked against the name, not the address we dial.
             extensions["sni_hostname"] = target.host
+            inner = await self._tls_transport(target.host)
         pinned = httpx.Request(
             request.method,
             request.url.copy_with(host=str(target.address)),
@@ -236,10 +254,24 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             stream=request.stream,
             extensions=extensions,
         )
-        return await self._inner.handle_async_request(pinned)
+        return await inner.handle_async_request(pinned)
+
+    async def _tls_transport(self, host: str) -> httpx.AsyncBaseTransport:
+        name = host.lower()
+        transport = self._tls.get(name)
+        if transport is None:
+            transport = self._tls[name] = self._make()
+            if len(self._tls) > _TLS_POOLS:
+                _, oldest = self._tls.popitem(last=False)
+                await oldest.aclose()
+        self._tls.move_to_end(name)
+        return transport
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        await self._plain.aclose()
+        for transport in self._tls.values():
+            await transport.aclose()
+        self._tls.clear()
 
 
 def outbound_client(

@@ -41,7 +41,7 @@ OTLP_ENV: Final = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_END
 UNTRACED_PATHS: Final = "/health,/ready,/metrics"
 """Probes and scrapes: a span per poll would bury the requests that matter."""
 
-_exporting_to: set[str] = set()
+_exporting: set[tuple[int, str]] = set()
 _runtimes: dict[str, Runtime] = {}
 
 
@@ -64,21 +64,27 @@ def setup_tracing(settings: Settings, *, service: str) -> TracerProvider:
     else:
         provider = TracerProvider(resource=Resource.create({"service.name": service}))
         trace.set_tracer_provider(provider)
-    endpoint = otlp_endpoint(settings)
-    if endpoint is not None and endpoint not in _exporting_to:
-        # Imported here: the exporter pulls in requests and protobuf, which a process without export skips.
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        # Conveyor's setting is the collector's base URL, like the standard variable; the traces path is the
-        # OTLP/HTTP one. Without Conveyor's setting the exporter reads the standard variables itself.
-        exporter = (
-            OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")
-            if settings.otlp_endpoint
-            else OTLPSpanExporter()
-        )
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-        _exporting_to.add(endpoint)
+    export_spans(provider, settings)
     return provider
+
+
+def export_spans(provider: TracerProvider, settings: Settings) -> None:
+    """Send ``provider``'s spans over OTLP/HTTP when an endpoint is configured (once per endpoint)."""
+    endpoint = otlp_endpoint(settings)
+    if endpoint is None or (id(provider), endpoint) in _exporting:
+        return
+    # Imported here: the exporter pulls in requests and protobuf, which a process without export skips.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    # Conveyor's setting is the collector's base URL, like the standard variable; the traces path is the
+    # OTLP/HTTP one. Without Conveyor's setting the exporter reads the standard variables itself.
+    exporter = (
+        OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")
+        if settings.otlp_endpoint
+        else OTLPSpanExporter()
+    )
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    _exporting.add((id(provider), endpoint))
 
 
 def instrument_api(app: FastAPI) -> None:
@@ -138,7 +144,12 @@ class _StepTelemetry(ActivityInboundInterceptor):
             meter = MetricMeter.noop
         started = time.monotonic()
         outcome = "failed"
-        with step_log_context(execution_id=info.workflow_id, step_id=step_id, attempt=info.attempt):
+        with step_log_context(
+            execution_id=info.workflow_id,
+            step_id=step_id,
+            step_type=info.activity_type,
+            attempt=info.attempt,
+        ):
             try:
                 result = await self.next.execute_activity(input)
                 outcome = "completed"

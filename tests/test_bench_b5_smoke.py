@@ -14,7 +14,7 @@ DOCUMENTS = 8
 
 async def test_b5_runs_both_sides(temporal_env: WorkflowEnvironment) -> None:
     result = await b5.measure(
-        temporal_env.client, documents=DOCUMENTS, slots=2, polls=(0.2, 0.2, 0.2), progress=False
+        temporal_env.client, documents=DOCUMENTS, slots=2, polls=(0.2, 0.2, 0.2), warmup=1, progress=False
     )
     assert set(result.sides) == {b5.CONVEYOR, b5.POLLING}
     for side in result.sides.values():
@@ -24,5 +24,6 @@ async def test_b5_runs_both_sides(temporal_env: WorkflowEnvironment) -> None:
         for stage in b5.STAGES:
             # Every stage of every document was measured: latency covers at least the processor's time.
             assert side.stage_latency_s[stage].p50 >= side.stage_work_s[stage].p50 > 0, (side.side, stage)
+        assert side.outside_stages_s is not None and side.outside_stages_s.p50 > -0.001, side.side
     assert result.sides[b5.POLLING].polls > 0
     assert "| items/s |" in result.table()

@@ -3,12 +3,15 @@ a text receipt and contract), with the store on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from sqlmodel import select
 from temporalio.exceptions import ApplicationError
 
@@ -29,6 +32,7 @@ from tests.support.documents import (
     receipt_text,
     resume_pdf,
 )
+from tests.support.target import serve
 from workflows import errors
 
 PIPELINE = "document-pipeline"
@@ -228,3 +232,69 @@ def test_rule_flags_due_before_issue() -> None:
 async def test_non_financial_documents_are_accepted(blobs: BlobStore, store: str, make: Any) -> None:
     _, result = await process(blobs, make())
     assert result["status"] == "accepted" and result["total"] is None
+
+
+@pytest.fixture
+async def chat(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AsyncIterator[list[dict[str, Any]]]:
+    """A stub of an OpenAI-compatible chat-completions API (an external service), configured as the
+    provider; it answers the way a model does, with dates and amounts as written on the page."""
+    seen: list[dict[str, Any]] = []
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def complete(body: dict[str, Any]) -> dict[str, Any]:
+        seen.append(body)
+        system = body["messages"][0]["content"]
+        if "Classify" in system:
+            answer: dict[str, Any] = {"label": "invoice", "confidence": 0.97, "scores": {"invoice": 0.97}}
+        else:
+            answer = {
+                "fields": {
+                    "invoice_number": "INV-2024-0042",
+                    "invoice_date": "15 March 2024",
+                    "due_date": "2024-04-14",
+                    "total": "$1,234.50",
+                    "currency": "usd",
+                    "vendor": "Acme Supplies Ltd",
+                    "customer": None,
+                }
+            }
+        message = {"role": "assistant", "content": json.dumps(answer)}
+        return {"choices": [{"index": 0, "message": message}], "model": body["model"], "usage": {}}
+
+    async with serve(app) as url:
+        monkeypatch.setenv("CONVEYOR_AI_PROVIDER", "openai")
+        monkeypatch.setenv("CONVEYOR_AI_BASE_URL", f"{url}/v1")
+        monkeypatch.setenv("CONVEYOR_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/store.db")
+        get_settings.cache_clear()
+        yield seen
+        get_settings.cache_clear()
+
+
+async def test_the_openai_provider_classifies_and_extracts_when_configured(
+    blobs: BlobStore, chat: list[dict[str, Any]]
+) -> None:
+    classified, extracted = await classify_and_extract(blobs, invoice_pdf())
+    assert classified["document_class"] == "invoice" and classified["confidence"] == 0.97
+    # The model's answer is typed like the local rules' answer: ISO dates, numbers, currency codes.
+    assert extracted["fields"] == {
+        "invoice_number": "INV-2024-0042",
+        "invoice_date": "2024-03-15",
+        "due_date": "2024-04-14",
+        "total": 1234.5,
+        "currency": "USD",
+        "vendor": "Acme Supplies Ltd",
+        "customer": None,
+    }
+    assert extracted["missing"] == ["customer"]
+    assert len(chat) == 2
+    # The model saw the PDF's text and may answer "other".
+    assert "Invoice Number: INV-2024-0042" in chat[0]["messages"][1]["content"]
+    assert "other" in json.dumps(chat[0])
+
+
+async def test_only_the_first_of_simultaneous_duplicates_goes_unflagged(blobs: BlobStore, store: str) -> None:
+    _, extracted = await classify_and_extract(blobs, invoice_pdf("INV-500", total=10.0))
+    items = [item_for(blobs, None, "processing", {**extracted, "filename": "inv-500.pdf"}) for _ in range(6)]
+    results = await asyncio.gather(*(documents.process(item) for item in items))
+    assert sorted(tuple(r.data["flags"]) for r in results) == [()] + [("duplicate_invoice",)] * 5

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from activities.entities import EntityActivities
 from core import entities
@@ -20,9 +21,12 @@ from core.settings import Settings
 from tests.conftest import api_settings
 from tests.support.api import running_api
 from tests.support.connectors import migrated_store
+from tests.support.outcome import completes
 from worker import conveyor_worker
+from workflows.entity import EntityWorkflow
 from workflows.entity_messages import EntityEvent, EntityView
 from workflows.lifecycles import ACTION_PLAN, TASK, Actor, Lifecycle
+from workflows.sandbox import workflow_runner
 
 T = TypeVar("T")
 BOOTSTRAP = "cvk_entadmin_" + "a" * 32
@@ -225,7 +229,8 @@ async def test_completed_intake_creates_one_assessment_even_when_retried(api: Ap
     assert again.status_code == 200, again.text
     assert again.json()["transition"] == first.json()["transition"] and again.json()["seq"] == 2
     # Once final, the workflow ends; a retry then still gets the first outcome, not a rejection.
-    await api.client.get_workflow_handle(entities.workflow_id("task", intake["id"])).result()
+    intake_handle = api.client.get_workflow_handle(entities.workflow_id("task", intake["id"]))
+    await intake_handle.result()
     late = await move(api.admin, "task", intake["id"], "completed", request_id="done-1")
     assert late.status_code == 200, late.text
     assert late.json()["transition"] == first.json()["transition"]
@@ -277,6 +282,10 @@ async def test_completed_intake_creates_one_assessment_even_when_retried(api: Ap
     ]
     await asyncio.sleep(0.5)
     assert len(await assessments() or []) == 1
+    # The entity's whole life replays deterministically.
+    await Replayer(workflows=[EntityWorkflow], workflow_runner=workflow_runner()).replay_workflow(
+        await intake_handle.fetch_history()
+    )
     history = (await api.admin.get(f"/api/v1/entities/task/{intake['id']}/history")).json()
     assert [t["to_state"] for t in history["transitions"]] == ["in_progress", "completed"]
     assert history["transitions"][1]["actor"] == "bootstrap admin"
@@ -332,3 +341,48 @@ async def test_metrics_count_transitions_and_evaluations(api: Api) -> None:
     assert "sla_records_breached_total" in text
     await api.admin.get("/api/v1/entities/task")
     assert 'active_tasks_total{state="new"}' in (await api.admin.get("/metrics")).text
+
+
+async def test_entity_step_creates_and_moves_entities(api: Api) -> None:
+    definition = {
+        "name": f"entity-step-{uuid.uuid4().hex[:6]}",
+        "steps": [
+            {
+                "id": "make",
+                "type": "entity",
+                "with": {"action": "create", "entity_type": "task", "fields": {"title": "{{ input.title }}"}},
+            },
+            {
+                "id": "start",
+                "type": "entity",
+                "with": {
+                    "action": "transition",
+                    "entity_type": "task",
+                    "id": "{{ steps.make.output.id }}",
+                    "target_state": "in_progress",
+                    "notes": "started by a definition",
+                },
+            },
+            {
+                "id": "backwards",
+                "type": "entity",
+                "optional": True,
+                "with": {
+                    "action": "transition",
+                    "entity_type": "task",
+                    "id": "{{ steps.make.output.id }}",
+                    "target_state": "new",
+                },
+            },
+        ],
+        "output": {"id": "{{ steps.make.output.id }}", "state": "{{ steps.start.output.state }}"},
+    }
+    result = await completes(api.client, api.settings.task_queue, definition, {"title": "from a flow"})
+    assert result.output["state"] == "in_progress"
+    refused = next(step for step in result.steps if step.id == "backwards")
+    assert refused.status == "failed" and refused.error is not None
+    assert refused.error.code == "INVALID_TRANSITION"
+    entity = (await api.admin.get(f"/api/v1/entities/task/{result.output['id']}/history")).json()
+    assert entity["entity"]["data"]["title"] == "from a flow"
+    assert entity["entity"]["created_by"].startswith("execution:")
+    assert [t["notes"] for t in entity["transitions"]] == ["started by a definition"]

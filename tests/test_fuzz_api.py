@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import schemathesis
-from schemathesis.checks import positive_data_acceptance
 from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.checks import positive_data_acceptance
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 from temporalio.testing import WorkflowEnvironment
 
@@ -26,7 +26,7 @@ from tests.support import processes
 
 ADMIN_KEY = "cvk_fuzzadmin_0123456789abcdef0123"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
-EXAMPLES = 20
+EXAMPLES = 15
 """Generated requests per operation: enough to find the cheap crashes, small enough for CI."""
 ROOT = Path(__file__).resolve().parents[1]
 EXCLUDED = [positive_data_acceptance]
@@ -47,7 +47,9 @@ OPERATIONS = [
 
 
 @pytest.fixture(scope="module")
-async def fuzz_url(temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def fuzz_url(
+    temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
     """The base URL of an API subprocess (with a worker subprocess) that the fuzzer may do anything to."""
     folder = tmp_path_factory.mktemp("fuzz")
     async with processes.api_stack(
@@ -69,7 +71,9 @@ def fuzz_schema(fuzz_url: str) -> OpenApiSchema:
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
-def test_operation_honours_its_schema(fuzz_schema: OpenApiSchema, fuzz_url: str, method: str, path: str) -> None:
+def test_operation_honours_its_schema(
+    fuzz_schema: OpenApiSchema, fuzz_url: str, method: str, path: str
+) -> None:
     operation = fuzz_schema[path][method]
 
     @settings(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,7 +41,9 @@ FUZZ = settings(
 
 
 @pytest.fixture(scope="module")
-async def defs_url(temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def defs_url(
+    temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
     """An API and a worker as subprocesses on the session's dev server."""
     folder = tmp_path_factory.mktemp("fuzzdefs")
     async with processes.api_stack(
@@ -79,19 +80,21 @@ def test_validation_answers_every_document(defs_url: str, target: Target) -> Non
                 seen["invalid"] += 1
 
         validate()
-    print(f"[fuzz] validated {sum(seen.values())} documents: {seen['valid']} valid, {seen['invalid']} invalid")
+    print(
+        f"[fuzz] validated {sum(seen.values())} documents: {seen['valid']} valid, {seen['invalid']} invalid"
+    )
     # The strategies are meant to produce both; if either is missing they test less than they claim.
     assert seen["valid"] > 0 and seen["invalid"] > 0
 
 
 async def test_valid_definitions_never_get_stuck(defs_url: str, target: Target) -> None:
     valid: list[dict[str, Any]] = []
-    with httpx.Client(base_url=defs_url, headers=AUTH, timeout=30) as http:
+    with httpx.Client(base_url=defs_url, headers=AUTH, timeout=30) as blocking:
 
         @settings(FUZZ, max_examples=RUNS)
         @given(document=definitions(target.url))
         def collect(document: dict[str, Any]) -> None:
-            answer = http.post("/api/v1/definitions/validate", json=document)
+            answer = blocking.post("/api/v1/definitions/validate", json=document)
             assert answer.status_code == 200, answer.text
             if answer.json()["valid"]:
                 valid.append(document)
@@ -102,15 +105,16 @@ async def test_valid_definitions_never_get_stuck(defs_url: str, target: Target) 
 
     async with httpx.AsyncClient(base_url=defs_url, headers=AUTH, timeout=30) as http:
         started: list[str] = []
-        for index, document in enumerate(valid):
-            document = {**document, "name": f"fuzz-run-{uuid.uuid4().hex[:8]}-{index}"}
-            saved = await http.post("/api/v1/definitions", json=document)
+        for index, generated in enumerate(valid):
+            name = f"fuzz-run-{uuid.uuid4().hex[:8]}-{index}"
+            saved = await http.post("/api/v1/definitions", json={**generated, "name": name})
             assert saved.status_code == 201, saved.text
-            run = await http.post(f"/api/v1/definitions/{document['name']}/executions", json={"input": {}})
+            run = await http.post(f"/api/v1/definitions/{name}/executions", json={"input": {}})
             assert run.status_code == 201, run.text
             started.append(run.json()["execution_id"])
 
         states: dict[str, str] = {}
+        errors: dict[str, int] = {}
         try:
             async with asyncio.timeout(BOUND_S):
                 while len(states) < len(started):
@@ -121,6 +125,9 @@ async def test_valid_definitions_never_get_stuck(defs_url: str, target: Target) 
                         assert view.status_code == 200, view.text
                         if view.json()["state"] in SETTLED:
                             states[execution_id] = view.json()["state"]
+                            error = view.json().get("error") or {}
+                            if error:
+                                errors[str(error.get("code"))] = errors.get(str(error.get("code")), 0) + 1
                     await asyncio.sleep(0.5)
         except TimeoutError:
             pass
@@ -129,6 +136,7 @@ async def test_valid_definitions_never_get_stuck(defs_url: str, target: Target) 
             await http.post(f"/api/v1/executions/{execution_id}/terminate", json={"reason": "stuck in fuzz"})
         tally = {state: list(states.values()).count(state) for state in sorted(set(states.values()))}
         print(f"[fuzz] ran {len(started)} valid generated definitions: {tally}, stuck {len(stuck)}")
+        print(f"[fuzz] errors of the failed and suspended ones: {errors}")
         for execution_id in [*stuck, *(e for e, s in states.items() if s in {"SUSPENDED", "WAITING"})]:
             await http.post(f"/api/v1/executions/{execution_id}/cancel")
         assert not stuck, f"executions neither ended nor parked within {BOUND_S:g}s: {stuck}"

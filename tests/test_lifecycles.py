@@ -9,12 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from core.lifecycles import state_diagram
 from tests.conftest import api_settings
 from tests.support.api import running_api
+from worker import conveyor_worker
 from workflows.lifecycles import (
     ACTION_PLAN,
     TASK,
@@ -155,11 +156,11 @@ def test_state_diagram() -> None:
 
 @pytest.fixture
 async def api(
-    temporal_env: WorkflowEnvironment, task_queue: str, worker: Worker, tmp_path: Path
+    temporal_env: WorkflowEnvironment, client: Client, task_queue: str, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The API with a worker sharing its SQLite store (custom lifecycles are read by entity creation)."""
+    """The API and a worker sharing one SQLite store (the worker's automations read it)."""
     settings = api_settings(temporal_env, task_queue, f"sqlite+aiosqlite:///{tmp_path}/api.db")
-    async with running_api(settings) as http:
+    async with running_api(settings) as http, conveyor_worker(client, settings):
         yield http
 
 
@@ -185,9 +186,19 @@ async def test_lifecycles_over_the_api(api: httpx.AsyncClient) -> None:
     assert (await api.post("/api/v1/lifecycles", json={**TICKET, "type": kind})).status_code == 409
     assert (await api.post("/api/v1/lifecycles", json={**TICKET, "type": "task"})).status_code == 409
 
-    missing = await api.post(f"/api/v1/entities/{kind}", json={"severity": "high"})
+    missing = await api.post(f"/api/v1/entities/{kind}", json={"severity": "high", "colour": "red"})
     assert missing.status_code == 422
-    assert {p["path"] for p in missing.json()["details"]["problems"]} == {"$.title", "$.severity"}
+    problems = {p["path"]: p["message"] for p in missing.json()["details"]["problems"]}
+    assert problems == {
+        "$.title": "required",
+        "$.severity": "must be an integer",
+        "$.colour": f"not a field of {kind}",
+    }
+    wrong = await api.post("/api/v1/entities/task", json={"title": "x", "priority": "urgent"})
+    assert wrong.status_code == 422
+    assert wrong.json()["details"]["problems"] == [
+        {"path": "$.priority", "message": "one of low, medium, high, critical"}
+    ]
     ticket = (await api.post(f"/api/v1/entities/{kind}", json={"title": "printer"})).json()
     assert ticket["state"] == "open" and ticket["data"]["severity"] == 1
     url = f"/api/v1/entities/{kind}/{ticket['id']}/transitions"

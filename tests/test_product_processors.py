@@ -12,20 +12,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi import FastAPI, Response
 from sqlmodel import select
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
 
 from activities.stages import StageItem, load
 from core.db import create_engine, migrate, session_factory
 from core.models import IndexedProduct
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from examples.pipelines import products
 from examples.pipelines.context import dispose_engines
+from tests.support.run import start
 from tests.support.target import serve
+from worker import stage_workers
 from workflows import errors
 
 PIPELINE = "product-pipeline"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+STAGES = ("discovery", "image_fetch", "enrichment", "data_mapping", "scoring", "indexing", "notification")
 
 
 def png(width: int, height: int) -> bytes:
@@ -350,3 +357,31 @@ def test_unknown_channel_is_a_data_error() -> None:
     with pytest.raises(ApplicationError) as caught:
         products.map_product(item("data_mapping", data))
     assert caught.value.type == errors.VALIDATION_FAILED and "input.channel" in str(caught.value)
+
+
+async def test_product_pipeline_end_to_end(
+    client: Client, worker: Worker, settings: Settings, images: str, store: str
+) -> None:
+    """The example definition on the dev server: every stage on its own queue, served by stage workers."""
+    definition = yaml.safe_load((EXAMPLES / "product-pipeline.yaml").read_text())
+    processors = list(load(["examples.pipelines.products"]).values())
+    stages = [p for p in processors if p.name in STAGES]
+    # The stage workers' own settings name the store and let the image fetch reach the loopback host.
+    serving = settings.model_copy(update={"database_url": store, "outbound_allow": ["127.0.0.1"]})
+    async with stage_workers(client, serving, stages, max_concurrent=2):
+        handle = await start(client, worker.task_queue, definition, record(images, stock=3))
+        result = await handle.result()
+    assert result.state == "COMPLETED", result.error
+    output = result.output
+    assert output["sku"] == "KT-100" and output["problems"] == []
+    assert (output["images_ok"], output["images_failed"]) == (2, 0)
+    assert output["category"] == "kitchen" and output["indexed"] is True
+    assert output["record"]["availability"] == "in_stock"
+    assert output["grade"] == "A" and output["score"] == products.score(output["record"], 2)["score"]
+    assert [s.id for s in result.steps] == ["discover", "images", "enrich", "map", "score", "index", "notify"]
+    engine = create_engine(store)
+    try:
+        async with session_factory(engine)() as session:
+            assert [h["sku"] for h in await products.search_products(session, "forged knife")] == ["KT-100"]
+    finally:
+        await engine.dispose()

@@ -34,7 +34,7 @@ from core.ssrf import (
 )
 from tests.support.connectors import add_connector, migrated_store
 from tests.support.outcome import completes, fails
-from tests.support.target import Target
+from tests.support.target import Target, serve
 
 PUBLIC = "93.184.215.14"
 """A public address (example.org's, at one time) for names the stub resolver answers."""
@@ -76,6 +76,9 @@ NO_DNS = resolver({})
         ("http://224.0.0.1/", "224.0.0.1", "multicast"),
         ("http://240.0.0.1/", "240.0.0.1", "reserved"),
         ("https://0x7f.1/", "127.0.0.1", "loopback"),
+        ("http://0x/", "0.0.0.0", "unspecified"),
+        ("http://127.0.0.1./", "127.0.0.1", "loopback"),
+        ("http://4294967295/", "255.255.255.255", "reserved"),
         ("http://[64:ff9b::a9fe:a9fe]/", "64:ff9b::a9fe:a9fe", "IPv4-embedding IPv6 (cloud metadata)"),
     ],
 )
@@ -129,7 +132,7 @@ async def test_allow_list_of_networks_and_names() -> None:
 
 
 def test_allow_list_setting_reads_a_comma_separated_list() -> None:
-    settings = Settings(outbound_allow="127.0.0.1, ::1 ,intranet.example")  # type: ignore[arg-type]
+    settings = Settings(outbound_allow="127.0.0.1, ::1 ,intranet.example")
     assert settings.outbound_allow == ["127.0.0.1", "::1", "intranet.example"]
     policy = OutboundPolicy.from_settings(settings)
     assert "intranet.example" in policy.hosts and "api.openai.com" in policy.hosts
@@ -282,3 +285,66 @@ async def test_a_body_that_never_ends_hits_the_overall_deadline(
     }
     failure = await fails(client, worker.task_queue, {"name": "ssrf", "steps": [step]})
     assert failure.type == "HttpTimeout", failure
+
+
+def self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for ``name`` (and its key), so a loopback TLS server can pose as a public host."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize(
+    ("certified", "verifies"), [("partner.example", True), ("someone-else.example", False)]
+)
+async def test_tls_to_a_pinned_address_verifies_the_name(
+    tmp_path: Path, certified: str, verifies: bool
+) -> None:
+    """The guard dials 127.0.0.1, yet the certificate must be valid for ``partner.example``: SNI and the
+    hostname check use the name from the URL."""
+    import asyncio
+    import ssl
+
+    cert, key = await asyncio.to_thread(self_signed, tmp_path, certified)
+    async with serve(Target().app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        port = url.rsplit(":", 1)[1]
+        trusted = ssl.create_default_context(cafile=str(cert))
+        guard = OutboundGuard(
+            OutboundPolicy.from_entries(["partner.example"]), resolver({"partner.example": ["127.0.0.1"]})
+        )
+        transport = GuardedTransport(guard, lambda: httpx.AsyncHTTPTransport(verify=trusted))
+        async with httpx.AsyncClient(transport=transport) as http:
+            if verifies:
+                response = await http.get(f"https://partner.example:{port}/echo")
+                assert response.status_code == 200
+                assert response.json()["headers"]["host"] == f"partner.example:{port}"
+            else:
+                with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|hostname"):
+                    await http.get(f"https://partner.example:{port}/echo")

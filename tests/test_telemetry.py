@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,19 +14,24 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request, Response
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from core import telemetry
 from core.settings import Settings
-from core.telemetry import setup_tracing, worker_runtime
+from core.telemetry import export_spans, setup_tracing, worker_runtime
 from core.temporal import connect
 from tests.conftest import api_settings
+from tests.support import run
 from tests.support.api import running_api
 from tests.support.target import Target, free_port, serve
 from worker import conveyor_worker
@@ -125,21 +132,24 @@ async def test_one_trace_from_the_api_request_to_each_step(
 
 
 class Collector:
-    """A stand-in OTLP/HTTP collector on loopback: keeps the span names of every export it receives."""
+    """A stand-in OTLP/HTTP collector on loopback: keeps the span names of every export it receives.
+
+    Plain Starlette, not FastAPI: FastAPI traces its own requests, and a collector whose requests make
+    spans would be sent those spans in turn, forever.
+    """
 
     def __init__(self) -> None:
-        self.app = FastAPI()
         self.span_names: list[str] = []
         self.paths: list[str] = []
+        self.app = Starlette(routes=[Route("/v1/traces", self.traces, methods=["POST"])])
 
-        @self.app.post("/v1/traces")
-        async def traces(request: Request) -> Response:
-            self.paths.append(request.url.path)
-            export = ExportTraceServiceRequest.FromString(await request.body())
-            for resource in export.resource_spans:
-                for scope in resource.scope_spans:
-                    self.span_names.extend(span.name for span in scope.spans)
-            return Response(status_code=200, media_type="application/x-protobuf")
+    async def traces(self, request: Request) -> Response:
+        self.paths.append(request.url.path)
+        export = ExportTraceServiceRequest.FromString(await request.body())
+        for resource in export.resource_spans:
+            for scope in resource.scope_spans:
+                self.span_names.extend(span.name for span in scope.spans)
+        return Response(status_code=200, media_type="application/x-protobuf")
 
 
 @pytest.fixture
@@ -153,32 +163,39 @@ async def test_spans_are_exported_over_otlp_when_an_endpoint_is_set(
     collector: tuple[Collector, str],
 ) -> None:
     server, url = collector
-    provider = setup_tracing(Settings(otlp_endpoint=url), service="conveyor-test")
-    span_name = f"probe-{uuid.uuid4().hex[:8]}"
-    with provider.get_tracer("tests").start_as_current_span(span_name):
-        pass
-    # The exporter posts from its own thread; flushing waits for it without blocking this loop.
-    assert await asyncio.to_thread(provider.force_flush)
-    assert span_name in server.span_names
-    assert set(server.paths) == {"/v1/traces"}
-    # Asking again for the same endpoint adds no second exporter (each span would be sent twice).
-    setup_tracing(Settings(otlp_endpoint=url), service="conveyor-test")
-    again = f"probe-{uuid.uuid4().hex[:8]}"
-    with provider.get_tracer("tests").start_as_current_span(again):
-        pass
-    assert await asyncio.to_thread(provider.force_flush)
-    assert server.span_names.count(again) == 1
+    # A provider of its own, shut down at the end: the global one would keep sending to a stopped collector.
+    provider = TracerProvider()
+    settings = Settings(otlp_endpoint=url)
+    export_spans(provider, settings)
+    try:
+        span_name = f"probe-{uuid.uuid4().hex[:8]}"
+        with provider.get_tracer("tests").start_as_current_span(span_name):
+            pass
+        # The exporter posts from its own thread; flushing waits for it without blocking this loop.
+        assert await asyncio.to_thread(provider.force_flush)
+        assert span_name in server.span_names
+        assert set(server.paths) == {"/v1/traces"}
+        # Asking again for the same endpoint adds no second exporter (each span would be sent twice).
+        export_spans(provider, settings)
+        again = f"probe-{uuid.uuid4().hex[:8]}"
+        with provider.get_tracer("tests").start_as_current_span(again):
+            pass
+        assert await asyncio.to_thread(provider.force_flush)
+        assert server.span_names.count(again) == 1
+    finally:
+        await asyncio.to_thread(provider.shutdown)
 
 
 def test_export_is_off_without_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     for variable in telemetry.OTLP_ENV:
         monkeypatch.delenv(variable, raising=False)
     assert telemetry.otlp_endpoint(Settings()) is None
+    # Without an endpoint the process still traces (context crosses Temporal), it just keeps no exporter.
+    provider = setup_tracing(Settings(), service="conveyor-test")
+    assert setup_tracing(Settings(), service="another") is provider
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
     assert telemetry.otlp_endpoint(Settings()) == "http://collector:4318"
     assert telemetry.otlp_endpoint(Settings(otlp_endpoint="http://mine:4318")) == "http://mine:4318"
-    provider = setup_tracing(Settings(), service="conveyor-test")
-    assert isinstance(provider, TracerProvider)
 
 
 def metric_names(exposition: str) -> set[str]:
@@ -259,3 +276,52 @@ async def test_worker_serves_sdk_and_step_metrics(
     everything = {re.sub(r"_(bucket|sum|count|total)$", "", n) for n in exported | metric_names(api_scrape)}
     unknown = {n for n in dashboard_metrics() if n not in everything and f"{n}_total" not in exported}
     assert not unknown, f"the dashboard queries metrics nobody exports: {sorted(unknown)}"
+
+
+async def test_worker_process_logs_json_and_serves_metrics(
+    temporal_env: WorkflowEnvironment, client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """``python worker.py`` as deployed: JSON lines on stderr and a metrics endpoint, from settings alone."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CONVEYOR_TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host,
+        "CONVEYOR_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/worker.db",
+        "CONVEYOR_LOG_FORMAT": "json",
+        "CONVEYOR_WORKER_METRICS_ADDRESS": f"127.0.0.1:{port}",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "worker.py"),
+        "--task-queue",
+        task_queue,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        definition = {
+            "name": "proc",
+            "steps": [{"id": "note", "type": "notification", "with": {"channel": "log", "message": "hi"}}],
+        }
+        handle = await run.start(client, task_queue, definition)
+        assert (await handle.result()).state == "COMPLETED"
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):  # the SDK records a workflow's completion just after it reports it
+                scrape = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+                if "temporal_workflow_completed" in scrape:
+                    break
+                await asyncio.sleep(0.1)
+        assert "temporal_workflow_completed" in metric_names(scrape)
+        assert any(
+            labels.get("activity_type") == "notification"
+            for labels, _ in samples(scrape, "conveyor_step_attempts")
+        )
+    finally:
+        process.terminate()
+        _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    logged = [json.loads(line) for line in stderr.decode().splitlines()]
+    [note] = [line for line in logged if line.get("step_id") == "note" and "hi" in line["message"]]
+    assert note["execution_id"] == handle.id
+    assert note["step_type"] == "notification"
+    assert any("serving task queue" in line["message"] for line in logged)

@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         TransitionRequest,
         TransitionResult,
     )
-    from workflows.lifecycles import Actor, Lifecycle, SlaRule, check_transition, parse_lifecycle
+    from workflows.lifecycles import Actor, Lifecycle, SlaRule, check_transition, load_lifecycle
 
 _ACTIVITY_TIMEOUT = timedelta(seconds=60)
 _ACTIVITY_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=10)
@@ -58,7 +58,7 @@ class EntityWorkflow:
 
     @workflow.init
     def __init__(self, start: EntityStart) -> None:
-        self._lifecycle: Lifecycle = parse_lifecycle(start.lifecycle)
+        self._lifecycle: Lifecycle = load_lifecycle(start.lifecycle)
         self._entity = start.entity
         self._sla = start.sla
         self._transitions = start.transitions
@@ -224,7 +224,8 @@ class EntityWorkflow:
                 sla.breached = False
                 self._records.append(self._sla_record(rule))
             return
-        if to_state in rule.stop_on:
+        # A terminal state ends tracking even if the rule forgot it: nothing could stop it later.
+        if to_state in rule.stop_on or to_state in self._lifecycle.terminal:
             elapsed = self._elapsed()
             sla.tracking = False
             sla.accumulated_s = elapsed

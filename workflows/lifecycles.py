@@ -7,14 +7,19 @@ that entity: changing a custom lifecycle later never changes the rules of entiti
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from jinja2 import Environment, meta
 
 from workflows import expressions
+
+Report = Callable[[str, str], None]
+"""Collects one problem of a document: ``(path, message)``."""
 
 
 class Permission(StrEnum):
@@ -35,8 +40,8 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
 """What each API key role may do; admins also transition entities they neither created nor are assigned to."""
 
 ADMIN_ROLE = "admin"
-EVENTS = ("entity.transitioned", "entity.created", "sla.breached", "execution.completed")
-"""Events automation rules listen to."""
+EVENTS = ("entity.transitioned", "sla.breached")
+"""Events automation rules listen to. (``execution.completed`` reaches event triggers, not automations.)"""
 ACTIONS = ("create_entity", "transition_entity", "emit_alert", "call_webhook", "start_definition")
 FIELD_TYPES = ("string", "number", "integer", "boolean", "list", "object")
 GUARD_ROOTS = frozenset({"entity", "actor", "context", "transition"})
@@ -251,6 +256,29 @@ def _lists(value: Any) -> Any:
     return value
 
 
+def load_lifecycle(document: Mapping[str, Any]) -> Lifecycle:
+    """``parse_lifecycle`` for a document that is read again and again (every entity workflow run carries
+    one): parsed once per process, as validating its templates is the expensive part."""
+    return _parse_cached(json.dumps(document, sort_keys=True))
+
+
+@lru_cache(maxsize=256)
+def _parse_cached(document: str) -> Lifecycle:
+    return parse_lifecycle(json.loads(document))
+
+
+def load_automation(document: Mapping[str, Any]) -> AutomationRule:
+    """A stored or carried automation rule (already validated), parsed once per process."""
+    return _automation_cached(json.dumps(document, sort_keys=True))
+
+
+@lru_cache(maxsize=1024)
+def _automation_cached(document: str) -> AutomationRule:
+    rule = parse_automation(json.loads(document), "$")
+    assert rule is not None  # parse_automation raises on problems when it has no collector
+    return rule
+
+
 def parse_lifecycle(document: Mapping[str, Any]) -> Lifecycle:
     """A lifecycle from its document; raises ``LifecycleInvalid`` listing every problem found."""
     problems: list[dict[str, str]] = []
@@ -348,7 +376,9 @@ def parse_lifecycle(document: Mapping[str, Any]) -> Lifecycle:
     )
 
 
-def parse_sla_rule(raw: Any, path: str, states: set[str] | None, problem: Any = None) -> SlaRule | None:
+def parse_sla_rule(
+    raw: Any, path: str, states: set[str] | None, problem: Report | None = None
+) -> SlaRule | None:
     """An SLA rule from its document; with ``states``, its state names are checked against them."""
     problems: list[dict[str, str]] = []
 
@@ -387,7 +417,7 @@ def parse_sla_rule(raw: Any, path: str, states: set[str] | None, problem: Any = 
     )
 
 
-def parse_automation(raw: Any, path: str, problem: Any = None) -> AutomationRule | None:
+def parse_automation(raw: Any, path: str, problem: Report | None = None) -> AutomationRule | None:
     """An automation rule from its document (``problem`` collects problems; without it they raise)."""
     problems: list[dict[str, str]] = []
 
@@ -483,7 +513,7 @@ def _reachable(initial: str, transitions: Iterable[TransitionRule]) -> set[str]:
     return seen
 
 
-def _fields(raw: Any, problem: Any) -> dict[str, FieldSpec]:
+def _fields(raw: Any, problem: Report) -> dict[str, FieldSpec]:
     if not isinstance(raw, Mapping):
         problem("$.fields", "an object of name: {type, required, default, choices}")
         return {}
@@ -509,14 +539,14 @@ def _fields(raw: Any, problem: Any) -> dict[str, FieldSpec]:
     return fields
 
 
-def _list(value: Any, path: str, problem: Any) -> list[Any]:
+def _list(value: Any, path: str, problem: Report) -> list[Any]:
     if not isinstance(value, list):
         problem(path, "a list")
         return []
     return value
 
 
-def _strings(value: Any, path: str, problem: Any) -> list[str]:
+def _strings(value: Any, path: str, problem: Report) -> list[str]:
     items = _list(value, path, problem)
     for i, item in enumerate(items):
         if not isinstance(item, str) or not item:
@@ -524,6 +554,7 @@ def _strings(value: Any, path: str, problem: Any) -> list[str]:
     return [item for item in items if isinstance(item, str) and item]
 
 
+_ARTICLE = {"integer": "an", "object": "an"}
 _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "number": (int, float),
@@ -537,10 +568,16 @@ _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
 def validate_fields(lifecycle: Lifecycle, data: Mapping[str, Any]) -> dict[str, Any]:
     """The entity's fields with defaults filled in; raises ``LifecycleInvalid`` naming each bad field.
 
-    Fields the lifecycle does not declare are kept as they are (a custom lifecycle may declare none).
+    A lifecycle that declares fields accepts only those; one that declares none takes any.
     """
     problems: list[dict[str, str]] = []
     clean = dict(data)
+    if lifecycle.fields:
+        problems += [
+            {"path": f"$.{name}", "message": f"not a field of {lifecycle.type}"}
+            for name in data
+            if name not in lifecycle.fields
+        ]
     for name, spec in lifecycle.fields.items():
         value = data.get(name)
         if value is None:
@@ -552,7 +589,9 @@ def validate_fields(lifecycle: Lifecycle, data: Mapping[str, Any]) -> dict[str, 
         kinds = _PYTHON_TYPES.get(spec.type, (object,))
         wrong_bool = isinstance(value, bool) and spec.type in {"number", "integer"}
         if not isinstance(value, kinds) or wrong_bool:
-            problems.append({"path": f"$.{name}", "message": f"must be a {spec.type}"})
+            problems.append(
+                {"path": f"$.{name}", "message": f"must be {_ARTICLE.get(spec.type, 'a')} {spec.type}"}
+            )
         elif spec.choices is not None and value not in spec.choices:
             problems.append({"path": f"$.{name}", "message": f"one of {', '.join(map(str, spec.choices))}"})
     if problems:
@@ -640,7 +679,21 @@ TASK = parse_lifecycle(
                         },
                     }
                 ],
-            }
+            },
+            {
+                "id": "task_sla_breached",
+                "event": "sla.breached",
+                "description": "A breached task SLA is logged as a warning (add rules to page someone)",
+                "actions": [
+                    {
+                        "type": "emit_alert",
+                        "channel": "log",
+                        "level": "warning",
+                        "message": "SLA breached: task {{ event.entity_id }} ({{ event.entity.title }}), "
+                        "target {{ event.sla.target_minutes }} min",
+                    }
+                ],
+            },
         ],
     }
 )

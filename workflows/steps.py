@@ -150,6 +150,25 @@ class EmitConfig(StepConfig):
     data: Any = None
 
 
+class EntityConfig(StepConfig):
+    """``entity``: create an entity (``fields``) or move one (``id`` and ``target_state``)."""
+
+    action: Literal["create", "transition"]
+    entity_type: str
+    id: str | None = None
+    """create: the new entity's id (default: one derived from the execution and step, stable on retry)."""
+    fields: dict[str, Any] = Field(default_factory=dict)
+    target_state: str | None = None
+    notes: str = ""
+    context: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _action_needs(self) -> EntityConfig:
+        if self.action == "transition" and (self.id is None or self.target_state is None):
+            raise ValueError("a transition needs 'id' and 'target_state'")
+        return self
+
+
 class SubWorkflowConfig(StepConfig):
     """``sub_workflow``: run another definition as a child; its output is this step's output."""
 
@@ -256,6 +275,10 @@ class HttpRequestConfig(StepConfig):
     auth: HttpAuth | None = None
     timeout: SecondsOrTemplate | None = None
     raise_for_status: bool = True
+    idempotency_key: bool = False
+    """Send ``Idempotency-Key: <execution id>/<step id>/<activity id>``: one value per run of the step (a
+    loop item is a run), the same on every retry of it, so a receiver that dedupes sees a request sent
+    again after a worker died as the same effect."""
 
     @model_validator(mode="before")
     @classmethod
@@ -507,6 +530,7 @@ STEP_TYPES: dict[str, StepType] = {
     "custom_code": StepType(CustomCodeConfig, activity="custom_code"),
     "ai_process": StepType(AiProcessConfig, activity="ai_process"),
     "stage": StepType(StageConfig, activity="stage"),
+    "entity": StepType(EntityConfig, activity="entity"),
 }
 
 

@@ -11,7 +11,8 @@ rather than carried through Temporal's history, which keeps the histories small)
   contract, a receipt's merchant on its first line, a resume's skills list).
 - ``processing``: business rules, then a row in the store's ``documents`` table (one per execution, so a
   retried stage rewrites its row). Flags: ``total_over_threshold`` (total above ``threshold``, from the
-  step's input), ``duplicate_invoice`` (an earlier document has the same invoice number),
+  step's input), ``duplicate_invoice`` (an earlier document has the same invoice number; documents with
+  one number are recorded one at a time, so of two processed at once exactly the later is flagged),
   ``missing_fields`` (a required field was not found), ``due_before_issue``. Status ``review`` when any flag
   is set, else ``accepted``.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 from pypdf import PdfReader
 from pypdf.errors import PdfReadError
+from sqlalchemy import text as sql
 from sqlmodel import col, select
 from temporalio.exceptions import ApplicationError
 
@@ -79,6 +81,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
 DEFAULT_THRESHOLD = 10_000.0
 MAX_TEXT = 200_000
 """Characters of a document the stages read (a longer one is cut: classification needs the start)."""
+MODEL_TEXT = 20_000
+"""Characters sent to an OpenAI-compatible model: the head of a document carries its class and fields."""
 
 
 # -- text -------------------------------------------------------------------------------------------------
@@ -124,7 +128,8 @@ async def classify_text(item: StageItem, text: str) -> dict[str, Any]:
     labels: dict[str, list[str]] = dict(CLASSES)
     if settings.ai_provider == "openai":
         labels[OTHER] = []  # a model can say "none of these"; the local rules say it by matching nothing
-    answer = await run_task(settings, task="classify", text=text, labels=labels)
+    sent = text[:MODEL_TEXT] if settings.ai_provider == "openai" else text
+    answer = await run_task(settings, task="classify", text=sent, labels=labels)
     label = answer.get("label")
     return {
         "document_class": label if label in CLASSES else OTHER,
@@ -234,7 +239,7 @@ async def extract_document(item: StageItem, document_class: str, text: str) -> d
     settings = settings_of(item)
     wanted = FIELDS.get(document_class, {})
     if wanted and settings.ai_provider == "openai":
-        answer = await run_task(settings, task="extract", text=text, fields=wanted)
+        answer = await run_task(settings, task="extract", text=text[:MODEL_TEXT], fields=wanted)
         raw = dict(answer.get("fields") or {})
     else:
         raw = extract_fields(document_class, text)
@@ -305,6 +310,12 @@ async def process(item: StageItem) -> StageResult:
     number = fields.get("invoice_number") if document_class == "invoice" else None
     duplicate_of: str | None = None
     async with store_session(settings_of(item)) as session:
+        bind = session.bind
+        if number and bind is not None and bind.dialect.name == "postgresql":
+            # Two invoices with one number processed at once: the second waits for the first's commit, so
+            # it sees the first's row. (SQLite has one writer at a time, which does the same.)
+            connection = await session.connection()
+            await connection.execute(sql("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": str(number)})
         row = (
             await session.exec(
                 select(ProcessedDocument).where(ProcessedDocument.execution_id == item.execution_id)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.effects import Receiver
+from tests.support.effects import REPORTS, Receiver
 from tests.support.target import serve
 
 
@@ -17,3 +17,11 @@ async def receiver() -> AsyncIterator[Receiver]:
     async with serve(server.app) as url:
         server.url = url
         yield server
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The counts of every reliability test, shown even when output is captured (as in CI)."""
+    if REPORTS:
+        terminalreporter.section("reliability counts")
+        for line in REPORTS:
+            terminalreporter.write_line(line)

@@ -16,7 +16,7 @@ from temporalio.worker import Worker
 from core.signatures import sign_github
 from tests.support import processes
 from tests.support.effects import Counts
-from tests.support.settle import settle
+from tests.support.settle import eventually, settle
 from tests.support.target import free_port
 
 DELIVERIES = 150
@@ -29,6 +29,16 @@ DEFINITION = {
     "name": "reliability-hook",
     "steps": [{"id": "echo", "type": "transform", "with": {"value": "{{ input }}"}}],
 }
+
+
+async def _exists(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
 
 
 async def test_every_accepted_delivery_has_its_execution(
@@ -92,9 +102,7 @@ async def test_every_accepted_delivery_has_its_execution(
 
     async def restart() -> None:
         nonlocal api
-        async with asyncio.timeout(120):
-            while len(answered) < KILL_AFTER:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: len(answered) >= KILL_AFTER, f"{KILL_AFTER} answered deliveries")
         await api.kill()
         print(f"[reliability] API killed after {len(answered)} answered deliveries")
         api = processes.api(env, port, tmp_path / "api-2.log")
@@ -109,10 +117,7 @@ async def test_every_accepted_delivery_has_its_execution(
         counts = Counts(started=len(answered))
         missing: list[str] = []
         for delivery, (_, execution_id) in answered.items():
-            try:
-                await client.get_workflow_handle(execution_id).describe()
-            except RPCError as exc:
-                assert exc.status == RPCStatusCode.NOT_FOUND, exc
+            if not await _exists(client, execution_id):
                 missing.append(f"{delivery} -> {execution_id}")
         execution_ids = sorted({execution_id for _, execution_id in answered.values()})
         handles = [client.get_workflow_handle(execution_id) for execution_id in execution_ids]
@@ -122,8 +127,10 @@ async def test_every_accepted_delivery_has_its_execution(
         # One execution per delivery: two deliveries sharing an execution, or one with two, is a duplicate.
         counts.duplicated = len(answered) - len(execution_ids)
         accepted = sum(1 for status, _ in answered.values() if status == 202)
-        counts.notes.append(f"{accepted} answered 202, {len(answered) - accepted} answered 200 (retried "
-                            f"after the restart), {refused} attempts got no answer")
+        counts.notes.append(
+            f"{accepted} answered 202, {len(answered) - accepted} answered 200 (retried "
+            f"after the restart), {refused} attempts got no answer"
+        )
         counts.notes += [f"no execution for {line}" for line in missing]
         counts.report("API kill -9 and restart during a webhook burst")
         assert len(answered) == DELIVERIES

@@ -14,7 +14,7 @@ from core.settings import Settings
 from tests.support import processes
 from tests.support.effects import Receiver, effect_step, tally
 from tests.support.run import start
-from tests.support.settle import duplicated_activities, settle
+from tests.support.settle import duplicated_activities, eventually, settle
 from tests.support.target import free_port
 
 EXECUTIONS = 30
@@ -63,9 +63,7 @@ async def test_restarted_server_resumes_everything(
         handles = await asyncio.gather(*(start(client, task_queue, definition) for _ in range(EXECUTIONS)))
         ids = [handle.id for handle in handles]
 
-        async with asyncio.timeout(120):
-            while len(receiver.effects_of_step("before")) < EXECUTIONS:
-                await asyncio.sleep(0.05)
+        await eventually(lambda: len(receiver.effects_of_step("before")) == EXECUTIONS, "every first effect")
         # Every execution is now in (or about to start) its timer.
         await server.kill()
         print(f"[reliability] temporal killed; down for {DOWN_S}s with {EXECUTIONS} timers pending")
@@ -85,7 +83,7 @@ async def test_restarted_server_resumes_everything(
                 continue
             timer = next(step for step in (await handle.result()).steps if step.id == "wait")
             assert timer.status == "completed" and timer.started_at and timer.closed_at
-            waited = (datetime.fromisoformat(timer.closed_at) - datetime.fromisoformat(timer.started_at))
+            waited = datetime.fromisoformat(timer.closed_at) - datetime.fromisoformat(timer.started_at)
             lateness.append(waited.total_seconds() - DELAY_S)
         counts.notes.append(f"timers fired {min(lateness or [0]):.1f}..{max(lateness or [0]):.1f}s late")
         counts.report("temporal dev server kill -9 and restart mid-run")

@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 from tests.support import processes
 from tests.support.effects import Receiver, effect_step, tally
 from tests.support.run import start
-from tests.support.settle import duplicated_activities, settle
+from tests.support.settle import duplicated_activities, eventually, settle
 
 EXECUTIONS = 200
 BOUND_S = 240.0
@@ -30,14 +30,6 @@ def _definition(receiver: Receiver) -> dict[str, object]:
             effect_step("charge", receiver.url, hold_s=0.1),
         ],
     }
-
-
-async def _until(condition: object, what: str, within_s: float = 120.0) -> None:
-    assert callable(condition)
-    async with asyncio.timeout(within_s):
-        while not condition():
-            await asyncio.sleep(0.05)
-    print(f"[reliability] {what}")
 
 
 async def test_killed_workers_lose_and_repeat_nothing(
@@ -58,7 +50,9 @@ async def test_killed_workers_lose_and_repeat_nothing(
         ids = [handle.id for handle in handles]
 
         # Mid-activity: requests are open at the receiver when the worker dies.
-        await _until(lambda: receiver.in_flight > 0 and len(receiver.deliveries) >= 20, "first kill due")
+        await eventually(
+            lambda: receiver.in_flight > 0 and len(receiver.deliveries) >= 20, "requests in flight"
+        )
         open_requests = receiver.in_flight
         await workers[-1].kill()
         print(f"[reliability] killed worker 1 with {open_requests} requests in flight")
@@ -67,10 +61,9 @@ async def test_killed_workers_lose_and_repeat_nothing(
 
         # Between steps: many executions have their first effect and not yet their second.
         def half_way() -> bool:
-            firsts = sum(1 for key in receiver.deliveries if key.endswith(":reserve"))
-            return firsts >= EXECUTIONS // 2
+            return len(receiver.effects_of_step("reserve")) >= EXECUTIONS // 2
 
-        await _until(half_way, "second kill due")
+        await eventually(half_way, "half the executions past their first effect")
         between = sum(1 for i in ids if receiver.effects_of(i) == {"reserve"})
         await workers[-1].kill()
         print(f"[reliability] killed worker 2 with {between} executions between their two effects")

@@ -30,7 +30,13 @@ GOOD_EXPRESSIONS = [
     "count {{ 1 + 1 }} here",
 ]
 """Templates that validate; some fail when they run (division by zero), which a run must survive."""
-BAD_EXPRESSIONS = ["{{ ''.__class__.__mro__ }}", "{{ undefined_name }}", "{{", "{{ input. }}", "{% for x in y %}"]
+BAD_EXPRESSIONS = [
+    "{{ ''.__class__.__mro__ }}",
+    "{{ undefined_name }}",
+    "{{",
+    "{{ input. }}",
+    "{% for x in y %}",
+]
 
 
 def pick(good: list[Any], bad: list[Any], broken: bool) -> st.SearchStrategy[Any]:
@@ -107,8 +113,10 @@ def _leaf_configs(target_url: str, broken: bool) -> dict[str, st.SearchStrategy[
             {"event": pick(["fuzz.happened"], ["bad event name"], broken)}, optional={"data": values}
         ),
         "ai_process": st.fixed_dictionaries(
-            {"task": pick(["summarize", "translate"], ["teleport"], broken), "text": texts},
-            optional={"target_language": st.sampled_from(["fr", "de"])},
+            {"task": pick(["summarize"], ["teleport"], broken), "text": texts}
+        )
+        | st.fixed_dictionaries(
+            {"task": st.just("translate"), "text": texts, "target_language": st.just("fr")}
         )
         | st.fixed_dictionaries({"task": st.just("classify"), "text": texts, "labels": st.just(["a", "b"])}),
     }
@@ -143,22 +151,27 @@ def steps_block(
         step_id = f"{prefix}{index}"
         kind = draw(st.sampled_from(kinds))
         step: dict[str, Any] = {"id": step_id, "type": kind, **_flow(draw, broken)}
-        nested = {"target_url": target_url, "broken": broken, "depth": depth + 1}
+
+        # Called at once, within this iteration, so the loop variable it reads is the current one.
+        def nested(part: str) -> list[dict[str, Any]]:
+            return draw(steps_block(target_url, broken, depth + 1, f"{step_id}{part}"))  # noqa: B023
+
         if kind == "switch":
             step["cases"] = [
-                {"when": draw(conditions(broken)), "steps": draw(steps_block(**nested, prefix=f"{step_id}c{i}"))}
+                {
+                    "when": draw(conditions(broken)),
+                    "steps": nested(f"c{i}"),
+                }
                 for i in range(draw(st.integers(1, 2)))
             ]
             if draw(st.booleans()):
-                step["default"] = draw(steps_block(**nested, prefix=f"{step_id}d"))
+                step["default"] = nested("d")
         elif kind == "foreach":
             step["items"] = draw(st.sampled_from(["{{ [1, 2, 3] }}", "{{ range(5) | list }}", "{{ input }}"]))
             step["parallelism"] = draw(st.integers(1, 3))
-            step["steps"] = draw(steps_block(**nested, prefix=f"{step_id}e"))
+            step["steps"] = nested("e")
         elif kind == "parallel":
-            step["branches"] = {
-                f"b{i}": draw(steps_block(**nested, prefix=f"{step_id}b{i}")) for i in range(draw(st.integers(1, 2)))
-            }
+            step["branches"] = {f"b{i}": nested(f"b{i}") for i in range(draw(st.integers(1, 2)))}
         else:
             step["with"] = draw(configs[kind])
         if block and draw(st.integers(0, 4)) == 0:
@@ -174,7 +187,9 @@ def definitions(draw: st.DrawFn, target_url: str) -> dict[str, Any]:
     document: dict[str, Any] = {
         "name": draw(pick(["fuzz-flow", "fuzz_flow2"], ["Bad Name"], broken)),
         "steps": draw(steps_block(target_url, broken)),
-        "failure": draw(st.sampled_from([{"suspend": False, "retries": []}, {"suspend": True, "retries": []}])),
+        "failure": draw(
+            st.sampled_from([{"suspend": False, "retries": []}, {"suspend": True, "retries": []}])
+        ),
         "defaults": {"timeout": "5s", "retry": {"max_attempts": 2, "initial_interval": "100ms"}},
     }
     if draw(st.booleans()):

@@ -19,8 +19,9 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def effect_step(step_id: str, receiver_url: str, *, hold_s: float = 0.0) -> dict[str, object]:
-    """An ``http_request`` step that POSTs one effect keyed by execution id and step id.
+    """An ``http_request`` step that POSTs one effect with ``idempotency_key`` on.
 
+    Its key is ``<execution id>/<step id>/<activity id>``: the same on every retry of the step.
     ``hold_s`` keeps the request open at the receiver, so a kill lands while the activity is running.
     """
     return {
@@ -30,7 +31,7 @@ def effect_step(step_id: str, receiver_url: str, *, hold_s: float = 0.0) -> dict
             "method": "POST",
             "url": f"{receiver_url}/effects",
             "query": {"hold": hold_s},
-            "headers": {IDEMPOTENCY_HEADER: f"{{{{ execution.id }}}}:{step_id}"},
+            "idempotency_key": True,
             "body": {"step": step_id},
         },
     }
@@ -63,20 +64,30 @@ class Receiver:
             self.deliveries[key] += 1
             return JSONResponse({"key": key, "replayed": not first})
 
+    def runs(self) -> list[tuple[str, str]]:
+        """(execution id, step id) of every distinct key: a step twice here ran twice."""
+        parsed = []
+        for key in self.deliveries:
+            execution_id, step_id, _run = key.rsplit("/", 2)
+            parsed.append((execution_id, step_id))
+        return parsed
+
     def effects_of(self, execution_id: str) -> set[str]:
         """The distinct step ids that took effect for ``execution_id``."""
-        prefix = f"{execution_id}:"
-        return {key.removeprefix(prefix) for key in self.deliveries if key.startswith(prefix)}
+        return {step for execution, step in self.runs() if execution == execution_id}
 
     def effects_of_step(self, step_id: str) -> set[str]:
         """The execution ids for which step ``step_id`` took effect."""
-        suffix = f":{step_id}"
-        return {key.removesuffix(suffix) for key in self.deliveries if key.endswith(suffix)}
+        return {execution for execution, step in self.runs() if step == step_id}
 
     @property
     def redeliveries(self) -> int:
         """Deliveries of a key that had already taken effect (at-least-once at work)."""
         return sum(self.deliveries.values()) - len(self.deliveries)
+
+
+REPORTS: list[str] = []
+"""Every count line of this run, for the terminal summary (tests/reliability/conftest.py)."""
 
 
 @dataclass
@@ -98,14 +109,15 @@ class Counts:
         print(line)
         for note in self.notes:
             print(f"[reliability]   {note}")
+        REPORTS.append(line)
         return line
 
 
 def tally(receiver: Receiver, execution_ids: list[str], completed: set[str], steps: set[str]) -> Counts:
     """Counts for executions that should each have taken effect once per step in ``steps``.
 
-    Lost: not completed, or a step's effect missing. Duplicated: an effect that is not one per step of a
-    started execution (a second run under another execution id, or an unknown key).
+    Lost: not completed, or a step's effect missing. Duplicated: a step of an execution that took effect
+    under two keys (the workflow ran it twice), or an effect of no started execution's steps.
     """
     counts = Counts(started=len(execution_ids), completed=len(completed & set(execution_ids)))
     counts.redelivered = receiver.redeliveries
@@ -115,9 +127,9 @@ def tally(receiver: Receiver, execution_ids: list[str], completed: set[str], ste
         if execution_id not in completed or effects != steps:
             counts.lost += 1
             counts.notes.append(f"lost {execution_id}: effects {sorted(effects)}")
-    for key in receiver.deliveries:
-        execution_id, _, step = key.rpartition(":")
-        if execution_id not in known or step not in steps:
+    for run, times in Counter(receiver.runs()).items():
+        execution_id, step = run
+        if execution_id not in known or step not in steps or times > 1:
             counts.duplicated += 1
-            counts.notes.append(f"unexpected effect {key}")
+            counts.notes.append(f"{execution_id} {step}: {times} distinct effects")
     return counts

@@ -34,5 +34,5 @@ def endpoints(app: FastAPI) -> list[Endpoint]:
         )
         for method in sorted(context.methods or ()):
             if method != "HEAD":
-                found.append(Endpoint(method, context.path, reads_body))
+                found.append(Endpoint(method, context.path or "", reads_body))
     return found

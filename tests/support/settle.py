@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
@@ -51,3 +52,14 @@ async def duplicated_activities(client: Client, workflow_ids: list[str]) -> dict
         if twice:
             found[workflow_id] = twice
     return found
+
+
+async def eventually(condition: Callable[[], bool], what: str, within_s: float = 120.0) -> None:
+    """Until ``condition()`` holds (checked every 50 ms); fails with ``what`` after ``within_s``."""
+    try:
+        async with asyncio.timeout(within_s):
+            # Polling on purpose: the state is another process's, with no event to await.
+            while not condition():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not within {within_s:g}s: {what}") from None

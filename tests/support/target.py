@@ -168,11 +168,12 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
-    """Serve an ASGI app with uvicorn on loopback for the block; yields its base URL."""
+async def serve(app: Any, port: int | None = None, **options: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on loopback for the block; yields its base URL. ``options`` go to
+    ``uvicorn.Config`` (``ssl_certfile`` and ``ssl_keyfile`` make it https)."""
     port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **options)
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -180,7 +181,7 @@ async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
             task.result()
         await asyncio.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if options.get('ssl_certfile') else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await task
