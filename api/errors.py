@@ -67,7 +67,7 @@ def document_errors(app: FastAPI) -> None:
 
     Errors come from one place (this module), so they are documented in one place too: 400, 413 and 422
     everywhere (FastAPI's own 422 schema is replaced, as our handler answers with ``ErrorBody``), 401 and
-    403 where a key is required, 404 where the path names a resource, 404, 409 and 415 on writes.
+    403 where a key is required, 404 and 409 where the path names a resource or on writes, 415 on writes.
     """
     build = app.openapi
 
@@ -85,7 +85,8 @@ def document_errors(app: FastAPI) -> None:
                 if operation.get("security"):
                     statuses |= {401, 403}
                 if "{" in path:
-                    statuses.add(404)
+                    # The resource may be in a state that refuses this (an archived definition).
+                    statuses |= {404, 409}
                 if method in _WRITES:
                     # A write may name another resource in its body (a lifecycle, a connector, a definition).
                     statuses |= {404, 409, 415}

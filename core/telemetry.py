@@ -12,6 +12,7 @@ Temporal runtime's meter so one Prometheus endpoint (``CONVEYOR_WORKER_METRICS_A
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Sequence
@@ -154,6 +155,9 @@ class _StepTelemetry(ActivityInboundInterceptor):
                 result = await self.next.execute_activity(input)
                 outcome = "completed"
                 return result
+            except asyncio.CancelledError:  # the execution was cancelled or the worker is shutting down
+                outcome = "cancelled"
+                raise
             finally:
                 meter.create_counter(
                     "conveyor_step_attempts", "Step activity attempts, by step type and outcome"

@@ -124,3 +124,9 @@ def test_text_is_the_default_and_a_configured_host_keeps_its_logging() -> None:
 def test_a_bad_log_format_is_refused() -> None:
     with pytest.raises(ValueError, match="log_format"):
         Settings(log_format="xml")  # type: ignore[arg-type]
+
+
+def test_log_level_is_read_in_any_case() -> None:
+    assert Settings(log_level="debug").log_level == "DEBUG"  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="log_level"):
+        Settings(log_level="loud")  # type: ignore[arg-type]

@@ -24,7 +24,19 @@ async def list_lifecycles(session: SessionDep, _caller: Viewer) -> dict[str, Any
     }
 
 
-@router.get("/{entity_type}", response_model=None)
+@router.get(
+    "/{entity_type}",
+    response_model=None,
+    responses={
+        200: {
+            "description": "the lifecycle as JSON, or with ?format=mermaid its state diagram",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
 async def read(
     session: SessionDep, _caller: Viewer, entity_type: str, format: Literal["json", "mermaid"] = "json"
 ) -> dict[str, Any] | Response:
