@@ -314,14 +314,17 @@ async def test_suspend_and_resume(api: httpx.AsyncClient, tmp_path: Path) -> Non
     document = {
         "name": "cli-steps",
         "steps": [
-            {"id": "nap", "type": "delay", "with": {"duration": "2s"}},
+            # A wait, not a delay: the suspend must arrive before the step ends, however slow the machine.
+            {"id": "hold", "type": "wait", "with": {"event": "go", "timeout": "1h"}},
             {"id": "after", "type": "transform", "with": {"value": "done"}},
         ],
     }
     await applied(api, tmp_path, document)
     execution_id = (await conveyor(api, "start", "cli-steps", "--no-follow", "--json")).json["execution_id"]
+    await state_of(api, execution_id, "WAITING")
     run = await conveyor(api, "suspend", execution_id)
     assert run.code == 0, run
+    assert (await conveyor(api, "signal", execution_id, "go")).code == 0
     parked = await conveyor(api, "execution", execution_id, "--follow")
     assert parked.code == 2 and "conveyor resume" in parked.out, parked
     run = await conveyor(api, "resume", execution_id)
