@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
@@ -98,15 +99,34 @@ async def conveyor_worker(
 DEFAULT_STAGE_SLOTS = 4
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def choose_stages(registered: dict[str, StageProcessor], names: list[str]) -> list[StageProcessor]:
-    """The processors ``--stages`` names (``all``: every registered one); unknown names are an error."""
+    """The processors ``--stages`` names (``all``: every registered one); unknown names, none at all, or
+    two processors on one task queue (each would fail the other's items) are errors."""
     if names == ["all"]:
-        return list(registered.values())
-    unknown = [name for name in names if name not in registered]
-    if unknown:
-        known = ", ".join(sorted(registered)) or "none (see CONVEYOR_STAGE_MODULES)"
-        raise ValueError(f"no processor for stage {', '.join(unknown)}; registered: {known}")
-    return [registered[name] for name in names]
+        chosen = list(registered.values())
+        if not chosen:
+            raise ValueError("no stage processors are registered (see CONVEYOR_STAGE_MODULES)")
+    else:
+        unknown = [name for name in names if name not in registered]
+        if unknown:
+            known = ", ".join(sorted(registered)) or "none (see CONVEYOR_STAGE_MODULES)"
+            raise ValueError(f"no processor for stage {', '.join(unknown)}; registered: {known}")
+        chosen = [registered[name] for name in dict.fromkeys(names)]
+    queues: dict[str, str] = {}
+    for processor in chosen:
+        other = queues.setdefault(processor.task_queue, processor.name)
+        if other != processor.name:
+            raise ValueError(
+                f"stages {other} and {processor.name} both use task queue {processor.task_queue}"
+            )
+    return chosen
 
 
 @asynccontextmanager
@@ -117,16 +137,23 @@ async def stage_workers(
     free slot does not poll, so a busy stage's items wait in its queue (the backlog the metrics show)."""
     store = create_engine(settings.database_url)
     blobs = BlobStore(settings.blob_dir)
+    masker = SecretMasker(s.get_secret_value() for s in settings.secrets.values())
+    pools = [ThreadPoolExecutor(max_concurrent, f"stage-{p.name}") for p in processors]
     workers = [
         Worker(
             client,
             task_queue=processor.task_queue,
-            activities=[StageActivities(processor, blobs, session_factory(store), settings).stage],
+            activities=[
+                StageActivities(processor, blobs, session_factory(store), settings, threads=pool).stage
+            ],
             max_concurrent_activities=max_concurrent,
             graceful_shutdown_timeout=timedelta(seconds=10),
-            interceptors=worker_interceptors(client.config()["interceptors"]),
+            interceptors=[
+                *worker_interceptors(client.config()["interceptors"]),
+                SecretMaskingInterceptor(masker),
+            ],
         )
-        for processor in processors
+        for processor, pool in zip(processors, pools, strict=True)
     ]
     try:
         async with AsyncExitStack() as running:
@@ -134,6 +161,8 @@ async def stage_workers(
                 await running.enter_async_context(each)
             yield workers
     finally:
+        for pool in pools:
+            pool.shutdown(wait=False)
         await store.dispose()
 
 
@@ -153,7 +182,7 @@ async def main() -> None:
     )
     parser.add_argument(
         "--max-concurrent",
-        type=int,
+        type=_positive,
         default=DEFAULT_STAGE_SLOTS,
         help=f"items each stage works on at once in this process (default {DEFAULT_STAGE_SLOTS})",
     )

@@ -20,15 +20,17 @@ dies (even by SIGKILL) is noticed after the step's ``heartbeat_timeout`` and its
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import importlib
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
@@ -93,6 +95,8 @@ class StageProcessor:
 
 _REGISTRY: dict[str, StageProcessor] = {}
 
+RECORD_TIMEOUT_S = 10.0
+
 
 def register(name: str, processor: Processor | type, *, task_queue: str | None = None) -> StageProcessor:
     """Register ``processor`` for stage ``name``; a class is instantiated once and its ``process`` used."""
@@ -130,11 +134,14 @@ class StageActivities:
         blobs: BlobStore,
         sessions: async_sessionmaker[AsyncSession] | None,
         settings: Settings | None = None,
+        *,
+        threads: Executor | None = None,
     ) -> None:
         self._processor = processor
         self._blobs = blobs
         self._sessions = sessions
         self._settings = settings
+        self._threads = threads
 
     @activity.defn(name="stage")
     async def stage(self, request: StepRequest) -> StepOutcome:
@@ -164,33 +171,40 @@ class StageActivities:
         started = datetime.now(UTC)
         beating = asyncio.create_task(_heartbeat(item, info.heartbeat_timeout))
         try:
+            # Heartbeats go on until the attempt is recorded: a slow store must not look like a dead worker.
+            return await self._run(config.stage, item, started, request)
+        finally:
+            beating.cancel()
+
+    async def _run(self, stage: str, item: StageItem, started: datetime, request: StepRequest) -> StepOutcome:
+        try:
             process = self._processor.process
             if _is_async(process):
                 result = await process(item)  # type: ignore[misc]
             else:
-                # A blocking processor runs in a thread, so the heartbeats go on while it works.
-                result = await asyncio.to_thread(process, item)
-        except ApplicationError:
-            await self._record(request, item, started, "failed")
-            raise
-        except Exception as exc:  # a processor's own error: retried by the step's retry policy
+                # A blocking processor runs in this stage's own threads (as many as its slots), so the
+                # heartbeats go on while it works and one stage's threads never starve another's.
+                loop = asyncio.get_running_loop()
+                call = functools.partial(contextvars.copy_context().run, process, item)
+                result = await loop.run_in_executor(self._threads, call)
+        except Exception as exc:  # retried by the step's retry policy unless it is non-retryable
             await self._record(request, item, started, "failed", f"{type(exc).__name__}: {exc}")
             raise
-        finally:
-            beating.cancel()
         if not isinstance(result, StageResult):
             await self._record(request, item, started, "failed", "processor did not return a StageResult")
             raise ApplicationError(
-                f"stage {config.stage}: the processor returned {type(result).__name__}, not StageResult",
+                f"stage {stage}: the processor returned {type(result).__name__}, not StageResult",
                 type=errors.CONFIG_INVALID,
                 non_retryable=True,
             )
         await self._record(request, item, started, "completed")
-        return StepOutcome(output=result.data, attempt=info.attempt)
+        return StepOutcome(output=result.data, attempt=item.attempt)
 
     async def _record(
         self, request: StepRequest, item: StageItem, started: datetime, outcome: str, error: str | None = None
     ) -> None:
+        """One row for the metrics. Best effort: an item is never failed or held back because its record
+        could not be written (the store down or slow), which would run its processor again."""
         if self._sessions is None:
             return
         finished = datetime.now(UTC)
@@ -200,19 +214,18 @@ class StageActivities:
             execution_id=request.execution_id,
             step_id=request.step_id,
             attempt=item.attempt,
-            worker=activity.client().identity,
+            worker=activity.client().identity[:255],
             started_at=started,
             finished_at=finished,
             duration_ms=(finished - started).total_seconds() * 1000,
             outcome=outcome,
-            error=error,
+            error=error[:2000] if error else None,
         )
         try:
-            async with self._sessions() as session:
+            async with asyncio.timeout(RECORD_TIMEOUT_S), self._sessions() as session:
                 session.add(run)
                 await session.commit()
-        except SQLAlchemyError as exc:
-            # The record feeds the metrics only: an item is never held back because the store is down.
+        except Exception as exc:
             activity.logger.warning("stage run not recorded (%s): %s", outcome, exc)
 
 

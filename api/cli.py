@@ -1016,10 +1016,12 @@ def skip(
 def advance(
     ctx: typer.Context,
     execution_id: IdArg,
+    stage: Annotated[str, typer.Argument(help="the stage the item is at")],
     output: Annotated[str | None, typer.Option(help="the stage's output to go on with, as JSON")] = None,
 ) -> None:
     """Move a pipeline item past the stage it is at (queued, being worked on, or parked there)."""
-    control(_cli(ctx), execution_id, "advance", {"output": parse_json_option(output, "--output")})
+    body = {"stage": stage, "output": parse_json_option(output, "--output")}
+    control(_cli(ctx), execution_id, "advance", body)
 
 
 @app.command()

@@ -140,6 +140,11 @@ def install_error_handlers(app: FastAPI) -> None:
             response.headers.update(exc.headers)
         return response
 
+    @app.exception_handler(RecursionError)
+    async def too_deep(_request: Request, _exc: RecursionError) -> JSONResponse:
+        # JSON nested thousands deep breaks the parser or the validators before any route code runs.
+        return error_response(400, "INPUT_TOO_DEEP", "the JSON is nested too deeply")
+
     @app.exception_handler(SQLAlchemyTimeoutError)
     async def store_busy(_request: Request, exc: SQLAlchemyTimeoutError) -> JSONResponse:
         # Every pooled connection is taken: the caller may retry; this is load, not a bug.

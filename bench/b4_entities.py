@@ -211,7 +211,7 @@ async def measure_side(
                 config["activities"] = []
                 await running.enter_async_context(Worker(**config))
             if side == CONVEYOR:
-                query = entities.entity_query("task")
+                query = f"{entities.entity_query('task')} AND TaskQueue = '{queue}'"
 
                 created_ids: list[str] = []
 

@@ -22,6 +22,7 @@ from core.executions import describe_handle, state_of, visibility_query
 from workflows import errors
 from workflows.inputs import input_problems, merge_patch
 from workflows.messages import (
+    AdvanceRequest,
     ControlRequest,
     ControlResult,
     ExecutionInput,
@@ -78,9 +79,13 @@ async def resume_execution(client: Client, execution_id: str, *, actor: str | No
     return await _update(client, execution_id, names.UPDATE_RESUME, ControlRequest(actor=actor))
 
 
-async def advance(client: Client, execution_id: str, *, output: Any, actor: str | None) -> ControlResult:
-    """Move a pipeline item past the stage it is at (queued, running or parked), with ``output``."""
-    return await _update(client, execution_id, names.UPDATE_ADVANCE, SkipRequest(output=output, actor=actor))
+async def advance(
+    client: Client, execution_id: str, *, stage: str, output: Any, actor: str | None
+) -> ControlResult:
+    """Move a pipeline item past ``stage`` (queued, running or parked there), with ``output``. Naming the
+    stage makes a repeated request (a double click, a client retry) fail instead of skipping the next one."""
+    request = AdvanceRequest(stage=stage, output=output, actor=actor)
+    return await _update(client, execution_id, names.UPDATE_ADVANCE, request)
 
 
 async def signal_execution(client: Client, execution_id: str, name: str, payload: Any) -> None:

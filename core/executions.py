@@ -241,7 +241,7 @@ async def describe_execution(client: Client, execution_id: str) -> dict[str, Any
         "version": snapshot.get("version") or description.typed_search_attributes.get(names.SA_VERSION),
         "state": state,
         "temporal_status": description.status.name if description.status else None,
-        "stage": snapshot.get("stage"),
+        "stage": description.typed_search_attributes.get(names.SA_STAGE),
         "current_step": snapshot.get("current_step"),
         "steps": snapshot.get("steps", []),
         "input": snapshot.get("input"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,7 +38,8 @@ class BlobStore:
         path = self._path(key)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".partial")
+            # A name of its own per writer: two uploads of the same bytes may race here.
+            partial = path.with_name(f"{key}.{uuid.uuid4().hex}.partial")
             partial.write_bytes(data)
             partial.replace(path)  # atomic: a reader never sees half a blob
         return key

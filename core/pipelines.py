@@ -23,9 +23,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from core import control, names
+from core.definitions import get_definition, get_version, list_versions
 from core.errors import BadRequest, NotFound, Unavailable
-from core.executions import Started, plan_for, start_execution, visibility_query
-from core.models import StageRun
+from core.executions import Started, describe_execution, start_execution, visibility_query
+from core.models import ExecutionRecord, StageRun
 from core.payloads import BlobStore
 from workflows.definition import Definition
 from workflows.steps import StageConfig, stage_queue
@@ -55,9 +56,13 @@ def stages_of(definition: Definition) -> list[Stage]:
 
 
 async def pipeline_stages(session: AsyncSession, name: str) -> list[Stage]:
-    """The stages of the active version of ``name``; a definition without stages is not a pipeline."""
-    plan = await plan_for(session, name, None)
-    stages = stages_of(plan.definition)
+    """The stages of the active version of ``name`` (the latest one when none is active), archived or not:
+    items still running in an archived pipeline can be watched and operated. A definition without stages
+    is not a pipeline."""
+    definition = await get_definition(session, name=name)
+    version = definition.active_version or max(v.version for v in await list_versions(session, name=name))
+    document = (await get_version(session, name=name, version=version)).document
+    stages = stages_of(Definition.model_validate(document))
     if not stages:
         raise BadRequest("NOT_A_PIPELINE", f"definition {name!r} has no stage steps", {"definition": name})
     return stages
@@ -93,7 +98,13 @@ async def add_item(
     actor: str | None,
 ) -> tuple[Started, dict[str, Any]]:
     """Store the file (if any) as a blob and start the pipeline on it; the item is at stage NEW. Returns
-    the execution and its input."""
+    the execution and its input. The same ``caller_id`` again returns the item it started, with its file."""
+    if caller_id is not None and await session.get(ExecutionRecord, f"{pipeline}/{caller_id}") is not None:
+        started = await start_execution(
+            session, client, task_queue=task_queue, name=pipeline, input={}, caller_id=caller_id
+        )
+        view = await describe_execution(client, started.execution_id)
+        return started, view.get("input") or {}
     await pipeline_stages(session, pipeline)
     document = dict(data)
     if upload is not None:

@@ -64,7 +64,11 @@ async def test_rules_are_validated(api: httpx.AsyncClient) -> None:
     )
     assert clash.status_code == 409
     listed = (await api.get("/api/v1/automations")).json()["items"]
-    assert {r["id"] for r in listed if r["builtin"]} == {"intake_followup", "task_sla_breached", "action_plan_activated"}
+    assert {r["id"] for r in listed if r["builtin"]} == {
+        "intake_followup",
+        "task_sla_breached",
+        "action_plan_activated",
+    }
 
 
 async def test_actions_run_on_events(api: httpx.AsyncClient, client: Client, target: Target) -> None:

@@ -21,7 +21,7 @@ async def test_b4_runs_both_sides(temporal_env: WorkflowEnvironment, tmp_path: P
     assert set(result.sides) == {b4.CONVEYOR, b4.BASELINE}
     for side in result.sides.values():
         assert side.errors == 0, (side.side, side.error_samples)
-        assert side.open_with_timer == ENTITIES, side.side
+        assert side.open_with_timer == ENTITIES, side.side  # its own entities only: the server is shared
         assert side.still_running == 0, side.side
         assert side.creates_per_s > 0 and side.transitions_per_s > 0
         assert side.worker_rss_mb > 0

@@ -42,7 +42,7 @@ async def test_upload_stages_metrics_pause_resume_and_advance(stack: Stack, tmp_
         resumed = await conveyor(stack.http, "pipeline", "resume", name, later)
         assert resumed.code == 0 and "resumed" in resumed.out
         for item, size in zip(items, (4, 7), strict=True):
-            moved = await conveyor(stack.http, "advance", item, "--output", f'{{"bytes": {size}}}')
+            moved = await conveyor(stack.http, "advance", item, later, "--output", f'{{"bytes": {size}}}')
             assert moved.code == 0, moved
             view = await result(stack, item)
             assert view["output"] == {"bytes": size}

@@ -3,7 +3,6 @@ receipt, a contract, a PDF resume) uploaded through the API, through real stage 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -101,8 +100,6 @@ async def test_documents_wait_at_data_extraction_while_no_worker_serves_it(pipel
         stages = {row["stage"]: row for row in (await metrics(pipeline, PIPELINE))["stages"]}
         assert stages["extraction"]["label"] == "DATA EXTRACTION"
         assert stages["extraction"]["processed"] == 0
-        await asyncio.sleep(1)  # still nothing moves without the worker
-        assert [await stage_of(pipeline.client, item) for item in items] == ["extraction"] * 3
         async with stage_workers(
             pipeline.client, pipeline.settings, processors("extraction"), max_concurrent=2
         ):

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -209,3 +210,13 @@ async def test_lifecycles_over_the_api(api: httpx.AsyncClient) -> None:
     read = (await api.get(f"/api/v1/entities/{kind}/{ticket['id']}")).json()
     assert read["allowed_transitions"] == ["closed"] and not read["terminal"]
     assert (await api.get(f"/api/v1/entities/{kind}/nope")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).parent.parent / "examples" / "lifecycles").glob("*.yaml")),
+    ids=lambda p: p.name,
+)
+def test_example_lifecycles_are_valid(path: Path) -> None:
+    lifecycle = parse_lifecycle(yaml.safe_load(path.read_text()))
+    assert lifecycle.states and lifecycle.transitions

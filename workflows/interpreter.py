@@ -12,6 +12,7 @@ import builtins
 from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.durations import parse_duration
     from workflows.inputs import input_problems, merge_patch
     from workflows.messages import (
+        AdvanceRequest,
         ControlRequest,
         ControlResult,
         EventsRequest,
@@ -162,6 +164,18 @@ class Decision:
         self.request = request
 
 
+@dataclass
+class _StageVisit:
+    """One run of a stage step, from scheduling its activity until it settles."""
+
+    step: str
+    stage: str
+    handle: workflow.ActivityHandle[StepOutcome] | None = None
+    advanced: AdvanceRequest | None = None
+    settled: str | None = None
+    """completed, advanced, failed or cancelled."""
+
+
 class EndExecution(Exception):
     """A ``succeed`` step ended the execution early with ``output``."""
 
@@ -209,9 +223,10 @@ class DefinitionWorkflow:
         self._pause: ControlRequest | None = None
         self._retries_used = 0
         self._signals: dict[str, list[Any]] = {}
-        self._stages: dict[str, workflow.ActivityHandle[StepOutcome]] = {}
-        """Stage steps whose activity is scheduled or running, by step id: what ``advance`` cancels."""
-        self._advanced: dict[str, SkipRequest] = {}
+        self._visits: list[_StageVisit] = []
+        """Stage steps whose activity is scheduled or running: what ``advance`` cancels."""
+        self._stage_names: dict[str, str] = {}
+        """Stage step id -> its stage, for the steps that have started."""
         self._top_level = {child: step.id for step in self._definition.steps for child in _all_ids(step)}
         info = workflow.info()
         self._execution: dict[str, Any] = {
@@ -280,7 +295,7 @@ class DefinitionWorkflow:
             raise
         finally:
             await self._release()
-        if any(record.type == "stage" for record in self._records.values()):
+        if self._stage_names:
             workflow.upsert_search_attributes([names.SA_STAGE.value_set(names.STAGE_DONE)])
         self._move(ExecutionState.COMPLETED, "all steps finished")
         self._event("completed", data={"output": self._output})
@@ -471,25 +486,50 @@ class DefinitionWorkflow:
             raise self._invalid_state("resume", "an execution suspended with `suspend`")
 
     @workflow.update(name=names.UPDATE_ADVANCE)
-    async def advance(self, request: SkipRequest) -> ControlResult:
+    async def advance(self, request: AdvanceRequest) -> ControlResult:
         """Move a pipeline item past its stage by hand: the stage's queued or running work is cancelled
-        (or, parked after a failure, skipped) and ``output`` becomes the stage's output."""
-        if self._parked is not None:
-            self._decide(Decision("skip", request))
-            return ControlResult(state=ExecutionState.QUEUED.value, message="advanced past the failed stage")
-        for step_id, handle in self._stages.items():
-            self._advanced[step_id] = request
-            handle.cancel()
-        return ControlResult(state=self._state.value, message="advanced past the current stage")
+        (or, parked after a failure, skipped) and ``output`` becomes the stage's output. Answers once the
+        stage has let go: a stage that finished first refuses the advance."""
+        parked = self._parked_stage()
+        if parked is not None:
+            self._decide(Decision("skip", SkipRequest(output=request.output, actor=request.actor)))
+            return ControlResult(state=ExecutionState.QUEUED.value, message=f"advanced past stage {parked}")
+        visits = self._advanceable(request.stage)
+        if not visits:  # another advance in the same workflow task took them
+            raise self._invalid_state("advance", self._at_stage_needed(request.stage))
+        for visit in visits:
+            visit.advanced = request
+            if visit.handle is not None:
+                visit.handle.cancel()
+        await workflow.wait_condition(lambda: all(visit.settled is not None for visit in visits))
+        if not any(visit.settled == "advanced" for visit in visits):
+            raise ApplicationError(
+                f"stage {visits[0].stage} finished before the advance took effect",
+                {"stage": visits[0].stage, "action": "advance"},
+                type=errors.INVALID_STATE,
+            )
+        return ControlResult(state=self._state.value, message=f"advanced past stage {visits[0].stage}")
 
     @advance.validator
-    def _check_advance(self, request: SkipRequest) -> None:
-        parked = self._parked.error.step if self._parked is not None else None
-        record = self._records.get(parked or "")
-        if record is not None and record.type == "stage" and self._decision is None:
+    def _check_advance(self, request: AdvanceRequest) -> None:
+        parked = self._parked_stage()
+        if parked is not None and request.stage in (None, parked):
             return
-        if not self._stages or any(step in self._advanced for step in self._stages):
-            raise self._invalid_state("advance", "a pipeline item at a stage (queued, running or parked)")
+        if not self._advanceable(request.stage):
+            raise self._invalid_state("advance", self._at_stage_needed(request.stage))
+
+    def _parked_stage(self) -> str | None:
+        """The stage an execution parked after a failure is at, when it is parked at a stage step."""
+        if self._parked is None or self._decision is not None:
+            return None
+        return self._stage_names.get(self._parked.error.step or "")
+
+    def _advanceable(self, stage: str | None) -> list[_StageVisit]:
+        return [v for v in self._visits if v.advanced is None and stage in (None, v.stage)]
+
+    @staticmethod
+    def _at_stage_needed(stage: str | None) -> str:
+        return f"a pipeline item at stage {stage}" if stage else "a pipeline item at a stage"
 
     @workflow.signal(dynamic=True)
     def signal(self, name: str, args: Sequence[RawValue]) -> None:
@@ -1098,11 +1138,14 @@ class DefinitionWorkflow:
         says where it is, so the queue of items at a stage is a visibility query."""
         rendered = self._render(step, step.with_, "with")
         config: StageConfig = self._config(step, StageConfig, rendered)
+        heartbeat = self._seconds(step, config.heartbeat_timeout, "heartbeat_timeout")
         workflow.upsert_search_attributes([names.SA_STAGE.value_set(config.stage)])
         self._event("stage_entered", step.id, {"stage": config.stage, "label": config.label})
-        heartbeat = self._seconds(step, config.heartbeat_timeout, "heartbeat_timeout")
+        self._stage_names[step.id] = config.stage
+        visit = _StageVisit(step.id, config.stage)
+        self._visits.append(visit)
         try:
-            return await self._run_activity(
+            output = await self._run_activity(
                 step,
                 "stage",
                 record,
@@ -1110,15 +1153,23 @@ class DefinitionWorkflow:
                 task_queue=config.task_queue or stage_queue(config.stage),
                 heartbeat_timeout=timedelta(seconds=heartbeat),
                 seconds=step.timeout or STAGE_TIMEOUT_S,
+                visit=visit,
             )
         except asyncio.CancelledError:
-            advanced = self._advanced.pop(step.id, None)
-            if advanced is None:
+            if visit.advanced is None:
+                visit.settled = "cancelled"
                 raise
-            self._log(
-                "info", f"advanced past stage {config.stage} by {advanced.actor or 'an operator'}", step.id
-            )
-            return advanced.output
+            visit.settled = "advanced"
+            actor = visit.advanced.actor or "an operator"
+            self._log("info", f"advanced past stage {config.stage} by {actor}", step.id)
+            return visit.advanced.output
+        except BaseException:
+            visit.settled = "failed"
+            raise
+        finally:
+            self._visits.remove(visit)
+        visit.settled = "completed"
+        return output
 
     async def _run_activity(
         self,
@@ -1130,6 +1181,7 @@ class DefinitionWorkflow:
         task_queue: str | None = None,
         heartbeat_timeout: timedelta | None = None,
         seconds: float | None = None,
+        visit: _StageVisit | None = None,
     ) -> Any:
         config = self._render(step, step.with_, "with") if rendered is None else rendered
         self._config(step, STEP_TYPES[step.type].config, config)
@@ -1158,8 +1210,8 @@ class DefinitionWorkflow:
             retry_policy=_retry_policy(retry),
             summary=step.id,
         )
-        if step.type == "stage":
-            self._stages[step.id] = handle
+        if visit is not None:
+            visit.handle = handle
         try:
             outcome = await handle
         except ActivityError as exc:
@@ -1172,8 +1224,6 @@ class DefinitionWorkflow:
             error = _activity_error(step.id, exc)
             self._log("error", f"{error.code}: {error.message} (attempts: {record.attempts})", step.id)
             raise StepFailed(error) from None
-        finally:
-            self._stages.pop(step.id, None)
         record.attempts = outcome.attempt
         for line in outcome.logs:
             self._log(

@@ -166,6 +166,16 @@ class SkipRequest:
 
 
 @dataclass
+class AdvanceRequest:
+    """``advance`` update: move a pipeline item past ``stage`` (the one it is at when None), which takes
+    ``output`` as its output."""
+
+    stage: str | None = None
+    output: Any = None
+    actor: str | None = None
+
+
+@dataclass
 class ControlRequest:
     """``suspend`` / ``resume`` updates."""
 

@@ -196,7 +196,8 @@ class StageConfig(StepConfig):
     """What the processor gets as ``item.data``."""
     blob: str | None = None
     """Key of the item's file in the blob store (an uploaded item's ``{{ input.file.blob }}``)."""
-    task_queue: str | None = Field(default=None, min_length=1, max_length=200)
+    task_queue: str | None = Field(default=None, pattern=r"^[^{}\s]{1,200}$")
+    """A queue other than ``stage.<stage>``; literal too (the stage's workers are started for it)."""
     heartbeat_timeout: SecondsOrTemplate = 30.0
     """A worker that stops heartbeating this long (it died) loses the item to another worker."""
 

@@ -278,16 +278,25 @@ async def skip_step(
     return ControlAnswer(execution_id=execution_id, state=result.state, message=result.message)
 
 
+class AdvanceBody(BaseModel):
+    stage: str = Field(
+        min_length=1,
+        max_length=63,
+        description="the stage the item is at (a repeat then cannot skip the next)",
+    )
+    output: Any = Field(default=None, description="the output the stage is to have")
+
+
 @router.post("/executions/{execution_id:path}/advance", response_model=ControlAnswer)
 async def advance_item(
-    temporal: TemporalDep,
-    caller: Operator,
-    execution_id: str,
-    body: SkipBody = Body(default_factory=SkipBody),
+    temporal: TemporalDep, caller: Operator, execution_id: str, body: AdvanceBody
 ) -> ControlAnswer:
-    """A pipeline item at a stage (queued, running or parked): move it past that stage by hand; the stage
-    takes ``output`` as its output. 409 ``INVALID_STATE`` when the item is at no stage."""
-    result = await control.advance(temporal, execution_id, output=body.output, actor=caller.name)
+    """A pipeline item at ``stage`` (queued, being worked on, or parked there): move it past that stage by
+    hand; the stage takes ``output`` as its output. 409 ``INVALID_STATE`` when the item is not at that stage
+    or the stage finished first."""
+    result = await control.advance(
+        temporal, execution_id, stage=body.stage, output=body.output, actor=caller.name
+    )
     return ControlAnswer(execution_id=execution_id, state=result.state, message=result.message)
 
 
