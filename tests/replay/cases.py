@@ -224,12 +224,16 @@ FLOW: list[ReplayCase] = [
 ]
 
 
+_NEEDS_SERVICES = frozenset({"stage", "data_fetch", "database_query"})
+
+
 def all_cases() -> list[ReplayCase]:
     """Every case the recorder runs: the features above and the examples that run offline."""
     examples = [
         ReplayCase(f"example-{path.stem}", _example(path.name), EXAMPLE_INPUTS.get(path.stem, {}))
         for path in sorted(EXAMPLES.glob("*.yaml"))
-        # Pipelines need their stage workers, store tables and files: flow-stages-and-advance covers stages.
-        if not any(step.get("type") == "stage" for step in _example(path.name)["steps"])
+        # Pipelines need their stage workers, store tables and files (flow-stages-and-advance covers
+        # stages); connector steps need the demo marketplace and its connectors.
+        if not _NEEDS_SERVICES & {step.get("type") for step in _example(path.name)["steps"]}
     ]
     return FEATURES + FLOW + examples

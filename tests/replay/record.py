@@ -24,7 +24,7 @@ from tests.replay.cases import HISTORIES, ReplayCase, all_cases
 from tests.support.run import start
 from tests.support.target import Target, serve
 from worker import conveyor_worker, stage_workers
-from workflows.messages import RetryRequest, SkipRequest
+from workflows.messages import AdvanceRequest, RetryRequest
 
 QUEUE = "replay-recorder"
 
@@ -72,7 +72,8 @@ async def record() -> None:
                 await handle.execute_update(names.UPDATE_RETRY, RetryRequest(input_patch=patch))
             if case.advance is not None:
                 await _until_step(handle, "held")
-                await handle.execute_update(names.UPDATE_ADVANCE, SkipRequest(output=case.advance))
+                request = AdvanceRequest(stage="unserved", output=case.advance)
+                await handle.execute_update(names.UPDATE_ADVANCE, request)
             with contextlib.suppress(WorkflowFailureError):  # failed and cancelled runs are recorded too
                 await handle.result()
             history = await handle.fetch_history()
