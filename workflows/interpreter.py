@@ -1394,8 +1394,10 @@ async def _all_or_first_failure(
         done, _ = await workflow.wait(
             tasks, return_when=asyncio.FIRST_EXCEPTION if fail_fast else asyncio.ALL_COMPLETED
         )
+        # Read every finished task's exception, so two failing at once leave no "never retrieved" warning.
+        failures = {t: t.exception() for t in done if not t.cancelled()}
         if raise_first:
-            broken = next((t for t in tasks if t in done and t.exception() is not None), None)
+            broken = next((t for t in tasks if failures.get(t) is not None), None)
             if broken is not None:
                 raise broken.exception()  # type: ignore[misc]
     finally:
