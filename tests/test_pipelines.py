@@ -103,6 +103,13 @@ async def test_a_json_item_and_the_same_id_again(stack: Stack) -> None:
         assert first.status_code == 201 and again.status_code == 200, (first.text, again.text)
         assert first.json()["execution_id"] == again.json()["execution_id"]
         view = await result(stack, first.json()["execution_id"])
+        url = f"/api/v1/pipelines/{name}/items?id=doc-1"
+        one = await stack.http.post(url, files={"file": ("one.txt", b"one", "text/plain")})
+        other = await stack.http.post(url, files={"file": ("two.txt", b"two!", "text/plain")})
+        assert one.status_code == 201 and other.status_code == 200, (one.text, other.text)
+        # The same id again answers with the item it started, file included, whatever was sent this time.
+        assert other.json()["file"] == one.json()["file"] and one.json()["file"]["filename"] == "one.txt"
+        await result(stack, one.json()["execution_id"])
     assert view["output"]["echo"]["sku"] == "A-1" and view["input"] == {"sku": "A-1"}
 
 
@@ -322,6 +329,14 @@ async def test_pipeline_routes_refuse_what_is_not_a_pipeline(stack: Stack) -> No
         f"/api/v1/pipelines/{name}/items", files={"file": ("a", b"x")}, data={"metadata": "[1]"}
     )
     assert bad_meta.status_code == 422 and bad_meta.json()["details"]["field"] == "metadata"
+    forged = await stack.http.post(f"/api/v1/pipelines/{name}/items", json={"file": {"blob": "0" * 64}})
+    assert forged.status_code == 422 and forged.json()["details"]["field"] == "body.file"
+    deep = await stack.http.post(
+        f"/api/v1/pipelines/{name}/items",
+        content=b"[" * 5000 + b"]" * 5000,
+        headers={"content-type": "application/json"},
+    )
+    assert deep.status_code == 400 and deep.json()["error_code"] == "INPUT_TOO_DEEP", deep.text
     text = await stack.http.post(
         f"/api/v1/pipelines/{name}/items", content=b"x", headers={"content-type": "text/plain"}
     )

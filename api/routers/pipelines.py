@@ -135,6 +135,10 @@ async def add_item(
             raise BadRequest("INVALID_JSON", "the body is not JSON", {"field": "body"}) from None
         if not isinstance(data, dict):
             raise Unprocessable("INPUT_INVALID", "the item must be a JSON object", {"field": "body"})
+        if "file" in data:  # a blob key is only ever the one an upload stored
+            raise Unprocessable(
+                "INPUT_INVALID", "`file` is set by a multipart upload", {"field": "body.file"}
+            )
     else:
         raise UnsupportedMedia(
             "UNSUPPORTED_MEDIA_TYPE",
