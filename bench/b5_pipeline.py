@@ -729,7 +729,7 @@ def render_table(result: B5Result) -> str:
             p.stage_work_s[stage].p50 * 1000,
             1,
         )
-    row("worker-process CPU (s)", c.worker_cpu_s, p.worker_cpu_s, 1)
+    row("worker CPU, interpreter + stage processes (s)", c.worker_cpu_s, p.worker_cpu_s, 1)
     row("dev-server CPU (s)", c.server_cpu_s, p.server_cpu_s, 1, ratio=False)
     lines.append(f"| database polls | 0 (long-poll) | {p.polls} | |")
     return "\n".join(lines)
