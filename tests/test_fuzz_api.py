@@ -23,6 +23,7 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
+from core import names
 from core.settings import Settings
 from tests.support import processes
 
@@ -49,15 +50,28 @@ OPERATIONS = [
 
 
 @pytest.fixture(scope="module")
+async def fuzz_temporal() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server of the fuzzer's own: a bulk cancel or retry it generates (an empty filter matches every
+    execution) must not reach the executions other tests left on the session's server."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(processes.BIN / "temporal"),
+        search_attributes=list(names.SEARCH_ATTRIBUTES),
+        dev_server_log_level="error",
+    )
+    async with env:
+        yield env
+
+
+@pytest.fixture(scope="module")
 async def fuzz_api(
-    temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+    fuzz_temporal: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[str, dict[str, str]]]:
     """An API subprocess (with a worker subprocess) that the fuzzer may do anything to, and path values
     that name real resources in it: a definition, a finished execution, a webhook trigger."""
     folder = tmp_path_factory.mktemp("fuzz")
     async with processes.api_stack(
         folder,
-        temporal_address=temporal_env.client.service_client.config.target_host,
+        temporal_address=fuzz_temporal.client.service_client.config.target_host,
         task_queue=f"tq-fuzz-{uuid.uuid4()}",
         database_url=f"sqlite+aiosqlite:///{folder}/store.db",
         bootstrap_admin_key=ADMIN_KEY,

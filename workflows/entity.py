@@ -3,14 +3,15 @@
 The entity's state lives here. Transitions are the ``transition`` update: its validator checks the state
 machine, the caller's permission and the guard, and a rejection leaves nothing in history. An accepted
 transition is recorded (actor, notes, context, time), updates the search attributes lists filter on, moves
-SLA tracking, and queues a domain event for the automation activity. An SLA target is a durable timer (the
-``wait_condition`` timeout below): when it fires first, the breach is recorded and ``sla.breached`` emitted.
+SLA tracking, and queues a domain event for the automation activity. An SLA target is a durable timer
+(``_arm``): when it fires before tracking stops, the breach is recorded and ``sla.breached`` emitted.
 The workflow ends once its entity is in a terminal state and everything queued has been handed on, and
 continues as new after ``continue_after`` transitions and timers, carrying its whole state.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
 from datetime import timedelta
 
@@ -66,6 +67,10 @@ class EntityWorkflow:
         self._events = list(start.events)
         self._handled = 0
         self._by_request = {t.request_id: t for t in start.transitions if t.request_id is not None}
+        self._alarm_at: float | None = None
+        """Deadline of the earliest SLA timer still running (epoch seconds)."""
+        self._alarms: set[asyncio.Task[None]] = set()
+        self._rang = False
 
     @workflow.query(name=names.QUERY_ENTITY)
     def describe(self) -> EntityView:
@@ -138,11 +143,10 @@ class EntityWorkflow:
     async def run(self, start: EntityStart) -> EntityView:
         """Serve transitions and the SLA timer until the entity is final and its side effects handed on."""
         while True:
-            try:
-                await workflow.wait_condition(
-                    lambda: bool(self._records or self._events), timeout=self._until_breach()
-                )
-            except TimeoutError:
+            self._arm()
+            await workflow.wait_condition(lambda: bool(self._records or self._events) or self._rang)
+            if self._rang:
+                self._rang = False
                 self._handled += 1
             self._check_breach()
             await self._hand_on()
@@ -183,12 +187,36 @@ class EntityWorkflow:
         running = workflow.now().timestamp() - sla.running_since if sla.running_since is not None else 0.0
         return sla.accumulated_s + running
 
-    def _until_breach(self) -> timedelta | None:
+    def _breach_due(self) -> float | None:
+        """When the running SLA would be breached (epoch seconds), or None when no clock runs."""
         rule = self._rule()
         sla = self._sla
         if rule is None or not sla.tracking or sla.breached or sla.running_since is None:
             return None
-        return timedelta(seconds=max(rule.target_minutes * 60 - self._elapsed(), 0.001))
+        return workflow.now().timestamp() + rule.target_minutes * 60 - self._elapsed()
+
+    def _arm(self) -> None:
+        """Start a durable timer for the SLA deadline, unless one rings at or before it already.
+
+        Timers are never cancelled: one that is no longer needed (the entity completed, or a pause moved
+        the deadline) rings into a check that finds nothing due, or vanishes with the workflow. Cancelling
+        a timer in the same activation as an update proved fragile under load (a timer started and
+        cancelled within one activation leaves no trace in history, and a replay then numbers the next
+        timer differently), and ringing late costs only a workflow task.
+        """
+        due = self._breach_due()
+        if due is None or (self._alarm_at is not None and self._alarm_at <= due):
+            return
+        self._alarm_at = due
+        alarm = asyncio.create_task(self._ring(due))
+        self._alarms.add(alarm)
+        alarm.add_done_callback(self._alarms.discard)
+
+    async def _ring(self, due: float) -> None:
+        await workflow.sleep(timedelta(seconds=max(due - workflow.now().timestamp(), 0.001)))
+        if self._alarm_at == due:
+            self._alarm_at = None
+        self._rang = True
 
     def _check_breach(self) -> None:
         rule = self._rule()
