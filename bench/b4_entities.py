@@ -54,7 +54,8 @@ CONVEYOR = "conveyor"
 BASELINE = "baseline"
 RESULT_PATH = RESULTS / "b4.json"
 ACTOR = Actor.of_role("b4", ADMIN_ROLE)
-CLOSE_TIMEOUT_S = 1800.0
+CLOSE_TIMEOUT_S = 600.0
+"""Entities still open this long after their last completion are reported as left running."""
 
 
 def rss_mb(pid: int | None) -> float:
