@@ -13,7 +13,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, Worker
 
 from activities.entities import EntityActivities
 from core import entities
@@ -24,7 +24,7 @@ from tests.support.connectors import migrated_store
 from tests.support.outcome import completes
 from worker import conveyor_worker
 from workflows.entity import EntityWorkflow
-from workflows.entity_messages import EntityEvent, EntityView
+from workflows.entity_messages import EntityEvent, EntityView, TransitionRequest
 from workflows.lifecycles import ACTION_PLAN, TASK, Actor, Lifecycle
 from workflows.sandbox import workflow_runner
 
@@ -386,3 +386,55 @@ async def test_entity_step_creates_and_moves_entities(api: Api) -> None:
     assert entity["entity"]["data"]["title"] == "from a flow"
     assert entity["entity"]["created_by"].startswith("execution:")
     assert [t["notes"] for t in entity["transitions"]] == ["started by a definition"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_entities_survive_a_worker_that_keeps_none_in_its_cache(
+    client: Client, database_url: str
+) -> None:
+    """Every workflow task on a worker without a cache replays the whole history, and a transition sent
+    right after the start reaches the worker in one activation with the start: B4 found the timer and the
+    SLA-record activity issued in one order then and the other on replay. Now every entity completes and
+    its history replays."""
+    settings = Settings(task_queue=f"tq-{uuid.uuid4()}", database_url=database_url)
+    admin = Actor("b4", "admin", ("CREATE_TASK", "UPDATE_TASK"))
+    async with migrated_store(database_url) as sessions, conveyor_worker(client, settings) as base:
+        config = base.config()
+        config["task_queue"] = queue = f"{settings.task_queue}-nocache"
+        config["max_cached_workflows"] = 0
+        async with Worker(**config):
+            ids = []
+            for n in range(8):
+                async with sessions() as session:
+                    made = await entities.create_entity(
+                        session,
+                        client,
+                        task_queue=queue,
+                        entity_type="task",
+                        data={"title": f"t{n}", "task_type": "intake"},
+                        actor=admin,
+                    )
+                ids.append(made.entity.id)
+
+            async def move(entity_id: str, target: str) -> None:
+                request = TransitionRequest(
+                    target_state=target,
+                    actor=admin.name,
+                    role=admin.role,
+                    permissions=list(admin.permissions),
+                )
+                await entities.transition_entity(
+                    client, entity_type="task", entity_id=entity_id, request=request
+                )
+
+            await asyncio.gather(*(move(i, "in_progress") for i in ids))
+            await asyncio.gather(*(move(i, "completed") for i in ids))
+            handles = [
+                client.get_workflow_handle(entities.workflow_id("task", i), result_type=EntityView)
+                for i in ids
+            ]
+            views = [await asyncio.wait_for(h.result(), 60) for h in handles]
+    assert [view.entity.state for view in views] == ["completed"] * len(ids)
+    replayer = Replayer(workflows=[EntityWorkflow], workflow_runner=workflow_runner())
+    for handle in handles:
+        await replayer.replay_workflow(await handle.fetch_history())

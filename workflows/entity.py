@@ -142,14 +142,18 @@ class EntityWorkflow:
     @workflow.run
     async def run(self, start: EntityStart) -> EntityView:
         """Serve transitions and the SLA timer until the entity is final and its side effects handed on."""
+        # Commands come only from here, in one order: side effects, then the SLA timer. A transition that
+        # arrives in the same activation as the workflow's start (its first task had no commands, so a worker
+        # that evicted it receives both at once) runs before this loop does; the same history replayed later
+        # delivers them apart. Issuing the timer at the top of the loop made those two runs disagree.
         while True:
-            self._arm()
-            await workflow.wait_condition(lambda: bool(self._records or self._events) or self._rang)
+            await workflow.wait_condition(self._work_waiting)
             if self._rang:
                 self._rang = False
                 self._handled += 1
             self._check_breach()
             await self._hand_on()
+            self._arm()
             if self._entity.state in self._lifecycle.terminal and not self._sla.tracking:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not (self._records or self._events):
@@ -195,6 +199,13 @@ class EntityWorkflow:
             return None
         return workflow.now().timestamp() + rule.target_minutes * 60 - self._elapsed()
 
+    def _work_waiting(self) -> bool:
+        return bool(self._records or self._events) or self._rang or self._timer_needed()
+
+    def _timer_needed(self) -> bool:
+        due = self._breach_due()
+        return due is not None and (self._alarm_at is None or self._alarm_at > due)
+
     def _arm(self) -> None:
         """Start a durable timer for the SLA deadline, unless one rings at or before it already.
 
@@ -204,9 +215,10 @@ class EntityWorkflow:
         cancelled within one activation leaves no trace in history, and a replay then numbers the next
         timer differently), and ringing late costs only a workflow task.
         """
-        due = self._breach_due()
-        if due is None or (self._alarm_at is not None and self._alarm_at <= due):
+        if not self._timer_needed():
             return
+        due = self._breach_due()
+        assert due is not None
         self._alarm_at = due
         alarm = asyncio.create_task(self._ring(due))
         self._alarms.add(alarm)
