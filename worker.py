@@ -78,7 +78,7 @@ async def conveyor_worker(
                 FetchActivities(http, database, settings).data_fetch,
                 CodeActivities(settings).custom_code,
                 AiActivities(http, settings).ai_process,
-                EmitActivities(session_factory(store), client, settings).emit,
+                EmitActivities(session_factory(store), client, settings, automations=entities).emit,
                 lanes.lane_acquire,
                 lanes.lane_check,
                 entities.entity_sla_record,

@@ -9,10 +9,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.db import store_key
-from core.models import Trigger
+from core.models import StoredAutomation, Trigger
 
 LIFECYCLE_EVENTS = ("execution.completed", "execution.failed")
-"""Events the interpreter publishes itself, when some event trigger listens for them."""
+"""Events the interpreter publishes itself, when some event trigger or automation rule listens for them."""
 
 _LISTENING_TTL_S = 1.0
 _listening: dict[str, tuple[float, bool]] = {}
@@ -20,7 +20,8 @@ _listening: dict[str, tuple[float, bool]] = {}
 
 
 async def anyone_listens_to_executions(session: AsyncSession) -> bool:
-    """Whether some active event trigger waits for execution events (cached for a second)."""
+    """Whether some active event trigger or automation rule waits for execution events (cached for a
+    second)."""
     store = store_key(session)
     expires, answer = _listening.get(store, (0.0, False))
     if expires > time.monotonic():
@@ -28,5 +29,10 @@ async def anyone_listens_to_executions(session: AsyncSession) -> bool:
     query = select(Trigger).where(col(Trigger.type) == "event", col(Trigger.paused).is_(False))
     patterns = [str(t.config.get("event", "")) for t in (await session.exec(query)).all()]
     answer = any(fnmatchcase(name, p) for p in patterns for name in LIFECYCLE_EVENTS)
+    if not answer:  # automation rules listen too
+        rules = select(StoredAutomation.id).where(
+            col(StoredAutomation.active).is_(True), col(StoredAutomation.event).in_(LIFECYCLE_EVENTS)
+        )
+        answer = (await session.exec(rules.limit(1))).first() is not None
     _listening[store] = (time.monotonic() + _LISTENING_TTL_S, answer)
     return answer

@@ -166,3 +166,40 @@ async def test_sla_configs_over_the_api(api: httpx.AsyncClient) -> None:
     assert read["sla"]["rule"]["target_minutes"] == 5 and read["sla"]["rule"]["pause_on"] == ["blocked"]
     plain = (await api.post("/api/v1/entities/task", json={"title": "x", "task_type": "intake"})).json()
     assert (await api.get(f"/api/v1/entities/task/{plain['id']}")).json()["sla"]["config_id"] == "task-intake"
+
+
+async def test_a_completed_execution_runs_the_rules_listening_to_it(api: httpx.AsyncClient) -> None:
+    tag = uuid.uuid4().hex[:8]
+    name = f"auto-src-{tag}"
+    definition = {
+        "name": name,
+        "steps": [{"id": "title", "type": "transform", "with": {"value": {"title": "review {{ input.n }}"}}}],
+    }
+    assert (await api.post("/api/v1/definitions", json=definition)).status_code == 201
+    rule = {
+        "id": f"after-{tag}",
+        "event": "execution.completed",
+        "predicate": f"{{{{ event.entity.definition == '{name}' }}}}",
+        "actions": [
+            {
+                "type": "create_entity",
+                "entity_type": "task",
+                "fields": {"title": "{{ event.entity.output.title }}", "task_type": "review"},
+            }
+        ],
+    }
+    made = await api.post("/api/v1/automations", json=rule)
+    assert made.status_code == 201, made.text
+    await asyncio.sleep(1.1)  # executions learn that someone listens from a per-second cache
+    started = await api.post(f"/api/v1/definitions/{name}/executions", json={"input": {"n": 7}, "wait": 30})
+    assert started.status_code == 201 and started.json()["state"] == "COMPLETED", started.text
+
+    prefix = started.json()["execution_id"].replace("/", ":")
+
+    async def follow_up() -> list[dict[str, Any]] | None:
+        page = (await api.get("/api/v1/entities/task", params={"task_type": "review"})).json()
+        return [task for task in page["items"] if task["id"].startswith(prefix)] or None
+
+    [task] = await eventually(follow_up, "the task the rule creates")
+    read = (await api.get(f"/api/v1/entities/task/{task['id']}")).json()
+    assert read["data"]["title"] == "review 7", read

@@ -40,8 +40,10 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
 """What each API key role may do; admins also transition entities they neither created nor are assigned to."""
 
 ADMIN_ROLE = "admin"
-EVENTS = ("entity.transitioned", "sla.breached")
-"""Events automation rules listen to. (``execution.completed`` reaches event triggers, not automations.)"""
+EVENTS = ("entity.transitioned", "sla.breached", "execution.completed", "execution.failed")
+"""Events automation rules listen to. For the execution ones, ``event.entity`` is the execution:
+``definition``, ``version``, ``execution_id`` and ``output`` or ``error``; ``event.entity_type`` is
+``execution``."""
 ACTIONS = ("create_entity", "transition_entity", "emit_alert", "call_webhook", "start_definition")
 FIELD_TYPES = ("string", "number", "integer", "boolean", "list", "object")
 GUARD_ROOTS = frozenset({"entity", "actor", "context", "transition"})
