@@ -53,6 +53,21 @@ RESULTS = ROOT / "bench" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
 
+
+@asynccontextmanager
+async def dev_server(*, file_backed: bool = False) -> AsyncIterator[WorkflowEnvironment]:
+    """A fresh dev server with Conveyor's search attributes: in memory, or on a SQLite file removed after."""
+    with tempfile.TemporaryDirectory(prefix="bench-temporal-") as tmp:
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(TEMPORAL_CLI),
+            search_attributes=list(names.SEARCH_ATTRIBUTES),
+            dev_server_log_level="error",
+            dev_server_extra_args=["--db-filename", str(Path(tmp) / "temporal.db")] if file_backed else [],
+        )
+        async with env:
+            yield env
+
+
 Mode = Literal["in-memory", "file-backed"]
 MODES: tuple[Mode, ...] = ("in-memory", "file-backed")
 INTERPRETER = "interpreter"
@@ -726,25 +741,17 @@ async def target_process() -> AsyncIterator[str]:
 
 
 async def run_mode(mode: Mode, args: argparse.Namespace, target_url: str) -> ModeResult:
-    with tempfile.TemporaryDirectory(prefix="b1-") as tmp:
-        extra = ["--db-filename", str(Path(tmp) / "temporal.db")] if mode == "file-backed" else []
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(TEMPORAL_CLI),
-            search_attributes=list(names.SEARCH_ATTRIBUTES),
-            dev_server_log_level="error",
-            dev_server_extra_args=extra,
+    async with dev_server(file_backed=mode == "file-backed") as env:
+        return await measure(
+            env.client,
+            n=args.n,
+            concurrency=args.concurrency,
+            sequential=args.sequential,
+            warmup=args.warmup,
+            target_url=target_url,
+            mode=mode,
+            progress=not args.quiet,
         )
-        async with env:
-            return await measure(
-                env.client,
-                n=args.n,
-                concurrency=args.concurrency,
-                sequential=args.sequential,
-                warmup=args.warmup,
-                target_url=target_url,
-                mode=mode,
-                progress=not args.quiet,
-            )
 
 
 async def main(argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,17 +32,16 @@ from typing import Any, Literal
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.b1_interpreter import (
     BENCHMARKS_MD,
     RESULTS,
-    TEMPORAL_CLI,
     CpuMeter,
     Progress,
     _descendants,
     cpu_seconds,
+    dev_server,
     dev_server_pid,
     machine,
     run_and_record,
@@ -56,7 +54,6 @@ from bench.b3_baseline import (
     BaselineResult,
     BaselineWork,
 )
-from core import names
 from core.settings import Settings
 from tests.support.run import start as start_definition
 from tests.support.target import Target, serve
@@ -604,26 +601,18 @@ def write_markdown() -> None:
 
 
 async def run_mode(mode: Mode, args: argparse.Namespace, target_url: str) -> ModeResult:
-    with tempfile.TemporaryDirectory(prefix="b3-") as tmp:
-        extra = ["--db-filename", str(Path(tmp) / "temporal.db")] if mode == "file-backed" else []
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(TEMPORAL_CLI),
-            search_attributes=list(names.SEARCH_ATTRIBUTES),
-            dev_server_log_level="error",
-            dev_server_extra_args=extra,
+    async with dev_server(file_backed=mode == "file-backed") as env:
+        return await measure(
+            env.client,
+            items=args.items,
+            parallelism=args.parallelism,
+            body=args.body,
+            target_url=target_url,
+            warmup=args.warmup,
+            mode=mode,
+            baseline_first=args.baseline_first,
+            progress=not args.quiet,
         )
-        async with env:
-            return await measure(
-                env.client,
-                items=args.items,
-                parallelism=args.parallelism,
-                body=args.body,
-                target_url=target_url,
-                warmup=args.warmup,
-                mode=mode,
-                baseline_first=args.baseline_first,
-                progress=not args.quiet,
-            )
 
 
 async def main(argv: Sequence[str] | None = None) -> int:

@@ -38,10 +38,9 @@ from typing import Any
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from bench.b1_interpreter import BENCHMARKS_MD, RESULTS, TEMPORAL_CLI, Progress, dev_server_pid, machine
+from bench.b1_interpreter import BENCHMARKS_MD, RESULTS, Progress, dev_server, dev_server_pid, machine
 from bench.b4_baseline import BASELINE_WORKFLOW, BaselineEntityWorkflow, BaselineMove, BaselineStart
 from core import entities, names
 from core.db import create_engine, migrate, session_factory
@@ -348,14 +347,7 @@ async def run_fresh(args: argparse.Namespace) -> B4Result:
     sides = [CONVEYOR] if args.no_baseline else [CONVEYOR, BASELINE]
     for side in sides:
         with tempfile.TemporaryDirectory(prefix="b4-") as tmp:
-            extra = ["--db-filename", str(Path(tmp) / "temporal.db")] if args.file_backed else []
-            env = await WorkflowEnvironment.start_local(
-                dev_server_existing_path=str(TEMPORAL_CLI),
-                search_attributes=list(names.SEARCH_ATTRIBUTES),
-                dev_server_log_level="error",
-                dev_server_extra_args=extra,
-            )
-            async with env:
+            async with dev_server(file_backed=args.file_backed) as env:
                 results[side] = await measure_side(
                     env.client,
                     side,

@@ -48,21 +48,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
 
 from activities.stages import StageItem, StageProcessor, StageResult, load
 from bench.b1_interpreter import (
     BENCHMARKS_MD,
     RESULTS,
-    TEMPORAL_CLI,
     CpuMeter,
     Progress,
     cpu_seconds,
+    dev_server,
     dev_server_pid,
     machine,
     percentile,
 )
-from core import names
 from core.db import create_engine, migrate, session_factory
 from core.models import StageRun
 from core.payloads import BlobStore
@@ -838,25 +836,17 @@ async def main(argv: Sequence[str] | None = None) -> int:
     if len(args.poll) != len(STAGES):
         parser.error(f"--poll needs {len(STAGES)} intervals, one per stage")
     sys.dont_write_bytecode = False  # as worker.py: the sandbox reloads workflow modules per run
-    with tempfile.TemporaryDirectory(prefix="b5-temporal-") as tmp:
-        extra = ["--db-filename", str(Path(tmp) / "temporal.db")] if args.file_backed else []
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(TEMPORAL_CLI),
-            search_attributes=list(names.SEARCH_ATTRIBUTES),
-            dev_server_log_level="error",
-            dev_server_extra_args=extra,
+    async with dev_server(file_backed=args.file_backed) as env:
+        result = await measure(
+            env.client,
+            documents=args.documents,
+            slots=args.slots,
+            polls=args.poll,
+            rate=args.rate,
+            polling_first=args.polling_first,
+            warmup=args.warmup,
+            progress=not args.quiet,
         )
-        async with env:
-            result = await measure(
-                env.client,
-                documents=args.documents,
-                slots=args.slots,
-                polls=args.poll,
-                rate=args.rate,
-                polling_first=args.polling_first,
-                warmup=args.warmup,
-                progress=not args.quiet,
-            )
     print(f"\nB5 staged pipeline, {args.documents} documents\n")
     print(result.table())
     if not args.no_write:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import re
 import time
 import uuid
@@ -26,6 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from core import names
 from core.entity_metrics import ACTIVE_TASKS, TRANSITIONS
 from core.errors import BadRequest, ConveyorError, NotFound, Unavailable, Unprocessable
+from core.executions import decode_page_token
 from core.lifecycles import get_lifecycle
 from core.sla import resolve_sla, sla_records
 from workflows.entity_messages import (
@@ -279,16 +279,8 @@ async def list_entities(
     **filters: str | None,
 ) -> EntityPage:
     """Entities newest first, filtered through Temporal visibility (state and the indexed fields)."""
-    token: bytes | None = None
-    if page_token:
-        try:
-            token = base64.b64decode(page_token.encode(), altchars=b"-_", validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest(
-                "INVALID_PAGE_TOKEN", "page_token is not one this API issued", {"field": "page_token"}
-            ) from None
     iterator = client.list_workflows(
-        entity_query(entity_type, **filters), page_size=limit, next_page_token=token
+        entity_query(entity_type, **filters), page_size=limit, next_page_token=decode_page_token(page_token)
     )
     try:
         await iterator.fetch_next_page(page_size=limit)

@@ -302,15 +302,7 @@ async def list_executions(
 ) -> Page:
     """Executions newest first, filtered through Temporal visibility."""
     query = visibility_query(definition=definition, state=state, stage=stage)
-    token: bytes | None = None
-    if page_token:
-        try:
-            token = base64.b64decode(page_token.encode(), altchars=b"-_", validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest(
-                "INVALID_PAGE_TOKEN", "page_token is not one this API issued", {"field": "page_token"}
-            ) from None
-    iterator = client.list_workflows(query, page_size=limit, next_page_token=token)
+    iterator = client.list_workflows(query, page_size=limit, next_page_token=decode_page_token(page_token))
     try:
         await iterator.fetch_next_page(page_size=limit)
     except RPCError as exc:
@@ -336,6 +328,18 @@ async def list_executions(
         )
     next_token = iterator.next_page_token
     return Page(rows, base64.urlsafe_b64encode(next_token).decode() if next_token else None)
+
+
+def decode_page_token(page_token: str | None) -> bytes | None:
+    """The Temporal page token an API list answer handed out (URL-safe base64); 400 for anything else."""
+    if not page_token:
+        return None
+    try:
+        return base64.b64decode(page_token.encode(), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(
+            "INVALID_PAGE_TOKEN", "page_token is not one this API issued", {"field": "page_token"}
+        ) from None
 
 
 def visibility_query(

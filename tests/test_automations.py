@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -17,9 +17,8 @@ from core.executions import list_executions
 from tests.conftest import api_settings
 from tests.support.api import running_api
 from tests.support.target import Target
+from tests.support.waiting import eventually
 from worker import conveyor_worker
-
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -30,15 +29,6 @@ async def api(
     settings = api_settings(temporal_env, task_queue, f"sqlite+aiosqlite:///{tmp_path}/api.db")
     async with running_api(settings) as http, conveyor_worker(client, settings):
         yield http
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:
-    for _ in range(300):
-        found = await check()
-        if found is not None:
-            return found
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def test_rules_are_validated(api: httpx.AsyncClient) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from activities.stages import StageItem, StageResult, register
-from tests.support.pipelines import Stack, create, fresh, pipeline, result, stack, stage_of, until
+from tests.support.pipelines import Stack, create, fresh, pipeline, result, stack, stage_of
+from tests.support.waiting import until
 from tests.test_cli import conveyor
 from worker import stage_workers
 

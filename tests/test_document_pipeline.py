@@ -20,7 +20,8 @@ from tests.support.documents import (
     receipt_text,
     resume_pdf,
 )
-from tests.support.pipelines import Stack, completed_runs, create, metrics, result, stack, stage_of, until
+from tests.support.pipelines import Stack, completed_runs, create, metrics, result, stack, stage_of
+from tests.support.waiting import until
 from worker import stage_workers
 
 __all__ = ["stack"]  # the fixture, shared with the generic pipeline tests

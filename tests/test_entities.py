@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from tests.conftest import api_settings
 from tests.support.api import running_api
 from tests.support.connectors import migrated_store
 from tests.support.outcome import completes
+from tests.support.waiting import eventually
 from worker import conveyor_worker
 from workflows.entity import EntityWorkflow
 from workflows.entity_messages import EntityEvent, EntityView, TransitionRequest
@@ -59,15 +60,6 @@ async def api(temporal_env: WorkflowEnvironment, client: Client, database_url: s
         running_api(settings, key=BOOTSTRAP) as admin,
     ):
         yield Api(admin, client, settings, str(admin.base_url).rstrip("/"))
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:
-    for _ in range(300):
-        found = await check()
-        if found is not None:
-            return found
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"never happened: {what}")
 
 
 def path_to(lifecycle: Lifecycle, goal: str) -> list[str]:
@@ -109,10 +101,12 @@ async def history_ids(client: Client, entity_type: str, entity_id: str) -> list[
     handle = client.get_workflow_handle(entities.workflow_id(entity_type, entity_id))
 
     async def idle() -> list[int] | None:
-        history = await handle.fetch_history()
-        described = await handle.describe()
-        raw = described.raw_description
+        raw = (await handle.describe()).raw_description
         if raw.pending_activities or raw.HasField("pending_workflow_task"):
+            return None
+        history = await handle.fetch_history()
+        # The history read after an idle describe, and as long as the describe said: nothing in between.
+        if len(history.events) != raw.workflow_execution_info.history_length:
             return None
         return [event.event_id for event in history.events]
 

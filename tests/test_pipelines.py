@@ -28,8 +28,8 @@ from tests.support.pipelines import (
     result,
     stack,
     stage_of,
-    until,
 )
+from tests.support.waiting import until
 from worker import choose_stages, stage_workers
 from workflows import errors
 

@@ -7,9 +7,8 @@ through the ``webhook`` notification channel.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from core.models import SlaRecord
 from core.settings import Settings
 from tests.support.connectors import migrated_store
 from tests.support.target import Target
+from tests.support.waiting import eventually
 from worker import conveyor_worker
 from workflows.entity_messages import TransitionRequest
 from workflows.lifecycles import ADMIN_ROLE, Actor
@@ -86,16 +86,6 @@ async def bench(skipping_env: WorkflowEnvironment, database_url: str) -> AsyncIt
         settings = Settings(task_queue=task_queue, database_url=url)
         async with conveyor_worker(skipping_env.client, settings):
             yield Bench(skipping_env, sessions, task_queue)
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Poll ``check`` (real time, the skipping clock stays put) until it answers something."""
-    for _ in range(300):
-        found = await check()
-        if found is not None:
-            return found
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def test_intake_left_in_progress_breaches_once_and_alerts(bench: Bench, target: Target) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +22,8 @@ from core.models import StageRun
 from core.settings import Settings
 from tests.conftest import api_settings
 from tests.support.api import running_api
+from tests.support.waiting import BOUND_S
 from worker import conveyor_worker
-
-BOUND_S = 60.0
-"""Upper bound for anything to happen; generous for two cores shared with other tests."""
 
 
 @dataclass
@@ -99,14 +97,6 @@ async def result(stack: Stack, execution_id: str) -> dict[str, Any]:
 async def stage_of(client: Client, execution_id: str) -> str | None:
     description = await client.get_workflow_handle(execution_id).describe()
     return description.typed_search_attributes.get(names.SA_STAGE)
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + BOUND_S
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 async def metrics(stack: Stack, name: str) -> dict[str, Any]:
