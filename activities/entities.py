@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.http import send
 from activities.notify import NotificationActivities
 from core import names
 from core.automations import evaluate, event_context, rules_for
@@ -171,15 +172,17 @@ class EntityActivities:
 
     async def _webhook(self, params: dict[str, Any], event: EntityEvent) -> dict[str, Any]:
         payload = params.get("payload") or event_context(event)["event"]
-        try:
-            response = await self._http.post(
-                str(params["url"]),
-                json=payload,
-                headers=dict(params.get("headers") or {}),
-                timeout=self._settings.http_timeout_s,
-            )
-        except httpx.TransportError as exc:
-            raise ApplicationError(f"webhook failed: {exc}", type=errors.HTTP_TRANSPORT_ERROR) from exc
+        # The steps' own sender: the outbound guard, a size cap and an overall deadline, errors mapped.
+        response, _ = await send(
+            self._http,
+            StepRequest(execution_id=event.entity_id, step_id="automation", config={}),
+            "POST",
+            str(params["url"]),
+            limit=self._settings.http_max_response_bytes,
+            timeout_s=self._settings.http_timeout_s,
+            json=payload,
+            headers=dict(params.get("headers") or {}),
+        )
         if response.status_code >= 500 or response.status_code == 429:
             raise ApplicationError(f"webhook answered {response.status_code}", type=errors.HTTP_SERVER_ERROR)
         return {"status": response.status_code}
