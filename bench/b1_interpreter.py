@@ -681,8 +681,7 @@ def write_markdown() -> None:
             f"### {mode} dev server",
             "",
             f"- date: {data['date']}",
-            f"- machine: {box['cores']} cores, {box['cpu']}; Python {box['python']}, temporalio "
-            f"{box['temporalio']}, {box['temporal_cli']}",
+            machine_line(box),
             f"- command: `{data['command']}`",
             f"- runs: {result.n} per side under load (ABBA rounds of {result.n // 2}), "
             f"{result.sequential} per side one at a time (alternating), after {result.warmup} warm-up runs; "
@@ -691,20 +690,37 @@ def write_markdown() -> None:
             render_table(result),
             "",
         ]
-    section = "\n".join([BEGIN, "", *parts, END])
-    if BENCHMARKS_MD.exists():
-        text = BENCHMARKS_MD.read_text()
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            tail = rest.split(END, 1)[1]
-            BENCHMARKS_MD.write_text(head + section + tail)
-            return
-        BENCHMARKS_MD.write_text(text.rstrip() + "\n\n" + section + "\n")
-        return
-    BENCHMARKS_MD.write_text(
-        "# Benchmarks\n\nRecorded results of `bench/` (ARCHITECTURE.md section 9).\n\n"
-        "## B1 interpreter overhead\n\n" + section + "\n"
+    write_section(BEGIN, END, parts, heading="B1 interpreter overhead")
+
+
+def machine_line(box: dict[str, Any]) -> str:
+    """The ``- machine:`` line of a recorded run, from ``machine()``."""
+    return (
+        f"- machine: {box['cores']} cores, {box['cpu']}; Python {box['python']}, temporalio "
+        f"{box['temporalio']}, {box['temporal_cli']}"
     )
+
+
+def write_section(begin: str, end: str, lines: list[str], *, heading: str, notes: str | None = None) -> None:
+    """Put ``lines`` between ``begin`` and ``end`` in BENCHMARKS.md (a new ``## heading`` section the first
+    time). With a ``notes`` marker, what follows it inside the section is hand-written and kept."""
+    text = (
+        BENCHMARKS_MD.read_text()
+        if BENCHMARKS_MD.exists()
+        else ("# Benchmarks\n\nRecorded results of `bench/` (ARCHITECTURE.md section 9).\n")
+    )
+    kept = ""
+    if notes is not None and begin in text and end in text:
+        inside = text.split(begin, 1)[1].split(end, 1)[0]
+        if notes in inside:
+            kept = inside.split(notes, 1)[1].strip("\n")
+    hand = [notes, "", *([kept, ""] if kept else [])] if notes is not None else []
+    section = "\n".join([begin, "", *lines, *hand, end])
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        BENCHMARKS_MD.write_text(head + section + rest.split(end, 1)[1])
+    else:
+        BENCHMARKS_MD.write_text(text.rstrip("\n") + f"\n\n## {heading}\n\n" + section + "\n")
 
 
 # -- entry point ------------------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.worker import Worker
 
 from bench.b1_interpreter import (
-    BENCHMARKS_MD,
     RESULTS,
     CpuMeter,
     Progress,
@@ -44,7 +43,9 @@ from bench.b1_interpreter import (
     dev_server,
     dev_server_pid,
     machine,
+    machine_line,
     run_and_record,
+    write_section,
 )
 from bench.b3_baseline import (
     STEP_ID,
@@ -572,8 +573,7 @@ def write_markdown() -> None:
             f"### {mode} dev server",
             "",
             f"- date: {data['date']}",
-            f"- machine: {box['cores']} cores, {box['cpu']}; Python {box['python']}, temporalio "
-            f"{box['temporalio']}, {box['temporal_cli']}",
+            machine_line(box),
             f"- command: `{data['command']}`",
             f"- work: {result.items:,} items, parallelism {result.parallelism}, child batches of "
             f"{result.batch_size}, body one {body} per item; sides run one after the other "
@@ -583,18 +583,7 @@ def write_markdown() -> None:
             render_table(result),
             "",
         ]
-    notes = ""
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else ""
-    if BEGIN in text and END in text:
-        inside = text.split(BEGIN, 1)[1].split(END, 1)[0]
-        if NOTES in inside:
-            notes = inside.split(NOTES, 1)[1].strip("\n")
-    section = "\n".join([BEGIN, "", *parts, NOTES, "", *([notes, ""] if notes else []), END])
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        BENCHMARKS_MD.write_text(head + section + rest.split(END, 1)[1])
-        return
-    BENCHMARKS_MD.write_text(text.rstrip("\n") + "\n\n## B3 foreach fan-out\n\n" + section + "\n")
+    write_section(BEGIN, END, parts, heading="B3 foreach fan-out", notes=NOTES)
 
 
 # -- entry point ------------------------------------------------------------------------------------------

@@ -59,7 +59,9 @@ from bench.b1_interpreter import (
     dev_server,
     dev_server_pid,
     machine,
+    machine_line,
     percentile,
+    write_section,
 )
 from core.db import create_engine, migrate, session_factory
 from core.models import StageRun
@@ -783,8 +785,7 @@ def write_markdown() -> None:
             f"### {key}: {result.documents} documents arriving {arrival}",
             "",
             f"- date: {data['date']}",
-            f"- machine: {box['cores']} cores, {box['cpu']}; Python {box['python']}, temporalio "
-            f"{box['temporalio']}, {box['temporal_cli']}",
+            machine_line(box),
             f"- command: `{data['command']}`",
             f"- {result.slots} items at once per stage on both sides; polling intervals "
             f"{', '.join(f'{p:g}' for p in result.polls_s)} s; sides ran {' then '.join(result.order)}; "
@@ -793,18 +794,7 @@ def write_markdown() -> None:
             render_table(result),
             "",
         ]
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else ""
-    notes = ""
-    if BEGIN in text and END in text:
-        inside = text.split(BEGIN, 1)[1].split(END, 1)[0]
-        if NOTES in inside:
-            notes = inside.split(NOTES, 1)[1].strip("\n")
-    section = "\n".join([BEGIN, "", *parts, NOTES, "", *([notes, ""] if notes else []), END])
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        BENCHMARKS_MD.write_text(head + section + rest.split(END, 1)[1])
-        return
-    BENCHMARKS_MD.write_text(text.rstrip("\n") + "\n\n## B5 staged pipeline\n\n" + section + "\n")
+    write_section(BEGIN, END, parts, heading="B5 staged pipeline", notes=NOTES)
 
 
 # -- entry point ------------------------------------------------------------------------------------------
