@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import time
 import uuid
@@ -25,7 +24,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from core import names
 from core.entity_metrics import ACTIVE_TASKS, TRANSITIONS
 from core.errors import BadRequest, ConveyorError, NotFound, Unavailable, Unprocessable
-from core.executions import decode_page_token
+from core.executions import visibility_page
 from core.lifecycles import get_lifecycle
 from core.sla import resolve_sla, sla_records
 from workflows.entity_messages import (
@@ -279,18 +278,12 @@ async def list_entities(
     **filters: str | None,
 ) -> EntityPage:
     """Entities newest first, filtered through Temporal visibility (state and the indexed fields)."""
-    iterator = client.list_workflows(
-        entity_query(entity_type, **filters), page_size=limit, next_page_token=decode_page_token(page_token)
+    found, next_token = await visibility_page(
+        client, entity_query(entity_type, **filters), limit=limit, page_token=page_token
     )
-    try:
-        await iterator.fetch_next_page(page_size=limit)
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.INVALID_ARGUMENT:
-            raise BadRequest("INVALID_FILTER", exc.message) from exc
-        raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
     prefix = f"entity/{entity_type}/"
     items = []
-    for execution in iterator.current_page or []:
+    for execution in found:
         attributes = execution.typed_search_attributes
         items.append(
             {
@@ -302,8 +295,7 @@ async def list_entities(
                 "created_at": execution.start_time.isoformat(),
             }
         )
-    next_token = iterator.next_page_token
-    return EntityPage(items, base64.urlsafe_b64encode(next_token).decode() if next_token else None)
+    return EntityPage(items, next_token)
 
 
 _REFRESH_EVERY_S = 5.0

@@ -18,6 +18,7 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
@@ -83,13 +84,8 @@ class _Plan:
     document: dict[str, Any]
     definition: Definition
     children: dict[str, ChildDefinition]
-
-    @property
-    def stage_attributes(self) -> list[SearchAttributePair[Any]]:
-        """A pipeline's items start at stage NEW."""
-        if any(step.type == "stage" for _, step in self.definition.all_steps()):
-            return [SearchAttributePair(names.SA_STAGE, names.STAGE_NEW)]
-        return []
+    stage_attributes: list[SearchAttributePair[Any]]
+    """A pipeline's items start at stage NEW; other executions have no stage."""
 
 
 _PLAN_TTL_S = 1.0
@@ -109,7 +105,14 @@ async def plan_for(session: AsyncSession, name: str, version: int | None) -> _Pl
     definition = pinned[1].definition if pinned else Definition.model_validate(chosen.document)
     # The versions its sub_workflow steps run are looked up again with the TTL: a child's publish shows.
     children = await pinned_children(session, document=chosen.document)
-    plan = _Plan(version=chosen.version, document=chosen.document, definition=definition, children=children)
+    pipeline = any(step.type == "stage" for _, step in definition.all_steps())
+    plan = _Plan(
+        version=chosen.version,
+        document=chosen.document,
+        definition=definition,
+        children=children,
+        stage_attributes=[SearchAttributePair(names.SA_STAGE, names.STAGE_NEW)] if pipeline else [],
+    )
     _plans[(store, name, -chosen.version)] = (float("inf"), plan)
     _plans[key] = (time.monotonic() + _PLAN_TTL_S, plan)
     return plan
@@ -302,15 +305,9 @@ async def list_executions(
 ) -> Page:
     """Executions newest first, filtered through Temporal visibility."""
     query = visibility_query(definition=definition, state=state, stage=stage)
-    iterator = client.list_workflows(query, page_size=limit, next_page_token=decode_page_token(page_token))
-    try:
-        await iterator.fetch_next_page(page_size=limit)
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.INVALID_ARGUMENT:
-            raise BadRequest("INVALID_FILTER", exc.message) from exc
-        raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
+    found, next_token = await visibility_page(client, query, limit=limit, page_token=page_token)
     rows = []
-    for execution in iterator.current_page or []:
+    for execution in found:
         attributes = execution.typed_search_attributes
         rows.append(
             {
@@ -326,11 +323,27 @@ async def list_executions(
                 "closed_at": execution.close_time.isoformat() if execution.close_time else None,
             }
         )
-    next_token = iterator.next_page_token
-    return Page(rows, base64.urlsafe_b64encode(next_token).decode() if next_token else None)
+    return Page(rows, next_token)
 
 
-def decode_page_token(page_token: str | None) -> bytes | None:
+async def visibility_page(
+    client: Client, query: str, *, limit: int, page_token: str | None
+) -> tuple[list[WorkflowExecution], str | None]:
+    """One page of a visibility query and the token of the next (URL-safe base64), for the API's lists."""
+    iterator = client.list_workflows(query, page_size=limit, next_page_token=_decode_page_token(page_token))
+    try:
+        await iterator.fetch_next_page(page_size=limit)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+            raise BadRequest("INVALID_FILTER", exc.message) from exc
+        raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
+    following = iterator.next_page_token
+    return list(iterator.current_page or []), base64.urlsafe_b64encode(
+        following
+    ).decode() if following else None
+
+
+def _decode_page_token(page_token: str | None) -> bytes | None:
     """The Temporal page token an API list answer handed out (URL-safe base64); 400 for anything else."""
     if not page_token:
         return None
