@@ -156,3 +156,18 @@ async def api_stack(folder: Path, **settings: str) -> AsyncIterator[str]:
     finally:
         await api_child.stop()
         await worker_child.stop()
+
+
+def pids_with_argument(marker: str) -> list[int]:
+    """Processes on this machine whose command line holds ``marker`` as one of its arguments."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if marker.encode() in arguments:
+            found.append(int(entry.name))
+    return found
