@@ -79,12 +79,15 @@ async def test_a_setsid_child_does_not_outlive_the_timeout(
         "    try:\n"
         "        if os.fork() == 0:\n"
         "            os.setsid()\n"
-        "            os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(120)', marker])\n"
+        "            sleep = 'import time; time.sleep(120)'\n"
+        "            os.execv(sys.executable, [sys.executable, '-c', sleep, marker])\n"
         "    except OSError as exc:\n"
         "        print('no child:', exc)\n"
         "    time.sleep(60)\n"
     )
-    failure = await fails(client, worker.task_queue, definition(code("fork", source, input=marker, timeout="2s")))
+    failure = await fails(
+        client, worker.task_queue, definition(code("fork", source, input=marker, timeout="2s"))
+    )
     assert failure.type == "CodeTimeout"
 
     async def none_left() -> bool:
@@ -107,7 +110,7 @@ async def test_no_process_environment_is_readable(client: Client, worker: Worker
         "            found[str(pid)] = type(exc).__name__\n"
         "    return found\n"
     )
-    own = Path("/proc/self/environ").read_bytes().decode("latin-1").split("\0")
+    own = (await asyncio.to_thread(Path("/proc/self/environ").read_bytes)).decode("latin-1").split("\0")
     worker_environment = {entry for entry in own if "=" in entry}
     result = await completes(client, worker.task_queue, definition(code("environ", source)))
     seen = {entry for text in result.output.values() for entry in text[::-1].split("\0")}
@@ -126,7 +129,7 @@ async def test_the_store_and_its_connector_tokens_are_out_of_reach(
             {"base_url": "https://crm.example.com", "auth": {"type": "bearer", "token": token}},
         )
     path = make_url(store_url).database
-    assert path and Path(path).is_file()
+    assert path and await asyncio.to_thread(Path(path).is_file)
     source = (
         "def main(path):\n"
         "    try:\n"
@@ -186,8 +189,8 @@ async def test_the_code_runs_as_an_unprivileged_user(client: Client, worker: Wor
         "import os\n"
         "def main(input):\n"
         "    status = dict(line.split(':', 1) for line in open('/proc/self/status').read().splitlines())\n"
-        "    return {'uid': os.getuid(), 'euid': os.geteuid(), 'gid': os.getgid(), 'groups': os.getgroups(),\n"
-        "            'caps': int(status['CapEff'], 16), 'bounding': int(status['CapBnd'], 16)}\n"
+        "    return {'uid': os.getuid(), 'euid': os.geteuid(), 'gid': os.getgid(),\n"
+        "            'groups': os.getgroups(), 'caps': int(status['CapEff'], 16)}\n"
     )
     result = await completes(client, worker.task_queue, definition(code("who", source)))
     output = result.output
@@ -214,7 +217,7 @@ async def test_the_worker_machine_sees_an_unprivileged_user_too(
         return await asyncio.to_thread(pids_with_argument, marker) or None
 
     pids = await eventually(running, "the code's process runs")
-    status = Path(f"/proc/{pids[0]}/status").read_text()
+    status = await asyncio.to_thread(Path(f"/proc/{pids[0]}/status").read_text)
     uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
     handle_failure.cancel()
     assert "0" not in uids, status
@@ -302,7 +305,7 @@ async def test_a_connect_tunnel_to_an_allowed_host_carries_any_protocol(
         "        while stream.readline() not in (b'\\r\\n', b''):\n"
         "            pass\n"
         "        stream.write(f\"GET /echo?mark={input['mark']} HTTP/1.1\\r\\nHost: x\\r\\n\"\n"
-        "                     f\"Connection: close\\r\\n\\r\\n\".encode())\n"
+        '                     f"Connection: close\\r\\n\\r\\n".encode())\n'
         "        stream.flush()\n"
         "        return {'connect': answer, 'then': stream.readline().decode().strip()}\n"
     )
@@ -335,7 +338,7 @@ async def test_a_host_the_step_does_not_allow_is_refused_by_the_proxy(
 async def test_the_outbound_guard_still_applies_to_allowed_hosts(
     client: Client, task_queue: str, target: Target
 ) -> None:
-    """A step cannot allow what the operator did not: loopback stays refused without CONVEYOR_OUTBOUND_ALLOW."""
+    """A step cannot allow what the operator did not: without CONVEYOR_OUTBOUND_ALLOW, loopback is refused."""
     url, mark = marked(target)
     guarded = Settings(task_queue=task_queue, outbound_allow=[])
     async with conveyor_worker(client, guarded) as strict:
@@ -382,7 +385,9 @@ async def test_without_a_sandbox_custom_code_is_refused(client: Client, task_que
 
 
 async def test_an_admin_may_allow_unsandboxed_code(client: Client, task_queue: str) -> None:
-    allowed = Settings(task_queue=task_queue, custom_code_bwrap="/nonexistent/bwrap", custom_code_unsandboxed="allow")
+    allowed = Settings(
+        task_queue=task_queue, custom_code_bwrap="/nonexistent/bwrap", custom_code_unsandboxed="allow"
+    )
     async with conveyor_worker(client, allowed) as plain:
         result = await completes(
             client, plain.task_queue, definition(code("run", "def main(n):\n    return n * 2", input=21))

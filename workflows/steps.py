@@ -7,14 +7,24 @@ with the field at fault.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from workflows import expressions
 from workflows.data_ops import NORMALIZERS
@@ -404,6 +414,41 @@ class DataFetchConfig(StepConfig):
         return self
 
 
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+
+
+def host_and_port(entry: str) -> tuple[str, int | None]:
+    """``api.example.com`` or ``api.example.com:8443`` (``[2001:db8::1]:443``) as (lowercase host, port)."""
+    problem = ValueError(f"{entry!r} is not a host or host:port (e.g. api.example.com:8443)")
+    try:
+        parts = urlsplit(f"//{entry}")
+    except ValueError:
+        raise problem from None
+    if parts.path or parts.query or parts.fragment or "@" in parts.netloc or not parts.hostname:
+        raise problem
+    host = parts.hostname.removesuffix(".")
+    if ":" in host:
+        try:
+            host = ipaddress.IPv6Address(host).compressed
+        except ValueError:
+            raise problem from None
+    elif not _HOST_NAME.fullmatch(host):
+        raise problem
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+    return host, port
+
+
+def _host_or_template(entry: str) -> str:
+    if not expressions.is_template(entry):
+        host_and_port(entry)
+    return entry
+
+
 class CustomCodeConfig(StepConfig):
     """``custom_code``: Python source run in a separate, limited process; JSON in, JSON out.
 
@@ -415,6 +460,11 @@ class CustomCodeConfig(StepConfig):
     timeout: SecondsOrTemplate = 10.0
     memory_mb: int = Field(default=256, ge=32, le=8192)
     max_output_bytes: int = Field(default=1_000_000, ge=1, le=1_000_000)
+    allow_hosts: list[Annotated[str, AfterValidator(_host_or_template)]] = Field(
+        default_factory=list, max_length=50
+    )
+    """What the code may reach over HTTP(S), through the worker's proxy and the outbound guard: ``host``
+    (ports 80 and 443) or ``host:port``. Empty: no network at all."""
 
     @field_validator("code")
     @classmethod
