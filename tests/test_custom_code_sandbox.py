@@ -23,6 +23,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.sandbox import find_sandbox
 from core.settings import Settings
 from tests.support.connectors import add_connector, migrated_store
 from tests.support.outcome import completes, fails
@@ -235,6 +236,48 @@ async def test_the_worker_cannot_be_signalled(client: Client, worker: Worker) ->
     )
     result = await completes(client, worker.task_queue, definition(code("signal", source, input=os.getpid())))
     assert result.output in ("ProcessLookupError", "PermissionError")
+
+
+async def test_killing_the_sandbox_kills_every_process_in_it(killed_afterwards: list[str]) -> None:
+    """What the step relies on past its process limit: the sandbox's PID namespace dies whole. Here the
+    command may fork (no runner, no limits), and its grandchild leaves the session first."""
+    marker = f"conveyor-sandbox-{uuid.uuid4().hex}"
+    killed_afterwards.extend([marker, f"{marker}:orphan"])
+    sandbox = await find_sandbox("bwrap")
+    source = (
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        sleep = 'import time; time.sleep(120)'\n"
+        "        os.execv(sys.executable, [sys.executable, '-c', sleep, sys.argv[1] + ':orphan'])\n"
+        "    os._exit(0)\n"
+        "time.sleep(120)\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        *sandbox.command(["-I", "-S", "-c", source, marker]), env={}, start_new_session=True
+    )
+
+    async def orphans() -> list[int] | None:
+        return await asyncio.to_thread(pids_with_argument, f"{marker}:orphan") or None
+
+    (orphan,) = await eventually(orphans, "the orphaned grandchild runs")
+    status = await asyncio.to_thread(Path(f"/proc/{orphan}/status").read_text)
+    assert "PPid:\t" + str(process.pid) not in status, "it left its parent"
+    os.killpg(process.pid, signal.SIGKILL)
+    await process.wait()
+
+    async def none_left() -> bool:
+        found = [await asyncio.to_thread(pids_with_argument, m) for m in (marker, f"{marker}:orphan")]
+        return not any(found)
+
+    await until(none_left, "the orphan died with the sandbox", within_s=15)
+
+
+async def test_the_code_can_verify_https_certificates(client: Client, worker: Worker) -> None:
+    source = "import ssl\nresult = ssl.create_default_context().cert_store_stats()['x509_ca']\n"
+    result = await completes(client, worker.task_queue, definition(code("certs", source)))
+    assert result.output > 0, "the CA certificates are in the sandbox"
 
 
 # -- the way out a step may open: allow_hosts, through the worker's proxy and the outbound guard ----------
