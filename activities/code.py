@@ -115,6 +115,15 @@ def send(doc):
     report.write(json.dumps(doc, allow_nan=False).encode())
     report.flush()
 
+def leave(status):
+    # Without finalisation: a daemon thread (the forwarder) woken during it would abort the process.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    os._exit(status)
+
 def user_traceback(exc):
     tb = exc.__traceback__.tb_next if exc.__traceback__ else None
     return "".join(traceback.format_exception(type(exc), exc, tb))
@@ -132,24 +141,25 @@ except MemoryError as exc:
     reserve = None
     namespace = data = None
     send({"ok": False, "kind": "memory", "message": "MemoryError", "traceback": user_traceback(exc)})
-    sys.exit(1)
+    leave(1)
 except BaseException as exc:
     reserve = None
     message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     send({"ok": False, "kind": "error", "message": message, "traceback": user_traceback(exc)})
-    sys.exit(1)
+    leave(1)
 sys.stdout.flush()
 try:
     encoded = json.dumps({"ok": True, "result": result}, allow_nan=False).encode()
 except MemoryError:
     reserve = None
     send({"ok": False, "kind": "memory", "message": "MemoryError while encoding the result"})
-    sys.exit(1)
+    leave(1)
 except (TypeError, ValueError) as exc:
     send({"ok": False, "kind": "result", "message": f"the result is not JSON: {exc}"})
-    sys.exit(1)
+    leave(1)
 report.write(encoded)
 report.flush()
+leave(0)
 """
 
 
@@ -166,6 +176,10 @@ class _Finished:
     output: bytes
 
 
+CHILD_ENVIRONMENT = {"MALLOC_ARENA_MAX": "1"}
+"""Read by the C library at start (the runner empties the environment before the user's code runs): the
+egress forwarder's thread would otherwise reserve a malloc arena of 64 MB of address space, out of
+``memory_mb``."""
 UNSANDBOXED_HINT = (
     "install bubblewrap (apt-get install bubblewrap) where the worker may create namespaces, or set "
     "CONVEYOR_CUSTOM_CODE_UNSANDBOXED=allow to run code without a sandbox (it can then read and reach "
@@ -251,14 +265,16 @@ class CodeActivities:
                 if sandbox is None:
                     command = [sys.executable, *runner, egress or ""]
                 else:
-                    command = sandbox.command([*runner, EGRESS_SOCKET if egress else ""], egress=egress)
+                    command = sandbox.command(
+                        [*runner, EGRESS_SOCKET if egress else ""], egress=egress, env=CHILD_ENVIRONMENT
+                    )
                 process = await asyncio.create_subprocess_exec(
                     *command,
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
                     cwd=scratch,
-                    env={},
+                    env=CHILD_ENVIRONMENT if sandbox is None else {},
                     start_new_session=True,
                 )
                 try:

@@ -25,7 +25,7 @@ import shutil
 import signal
 import sys
 import sysconfig
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Final
@@ -56,9 +56,11 @@ class Sandbox:
     setpriv: str | None
     """Set when the worker runs as root: the code's uid is changed by ``setpriv``, not mapped."""
 
-    def command(self, arguments: Sequence[str], *, egress: str | None = None) -> list[str]:
-        """The command running ``interpreter arguments`` in a fresh sandbox; ``egress`` is a Unix socket on
-        this machine that appears at :data:`EGRESS_SOCKET` inside."""
+    def command(
+        self, arguments: Sequence[str], *, egress: str | None = None, env: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """The command running ``interpreter arguments`` in a fresh sandbox with the environment ``env``
+        alone; ``egress`` is a Unix socket on this machine that appears at :data:`EGRESS_SOCKET` inside."""
         command = [
             self.bwrap,
             *("--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"),
@@ -66,6 +68,7 @@ class Sandbox:
             *("--ro-bind", "/usr", "/usr", *_root_dirs(), "--proc", "/proc", "--dev", "/dev"),
             *("--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--chdir", "/tmp"),
             *_read_only([*self.interpreter_files, *SYSTEM_FILES]),
+            *[arg for name, value in (env or {}).items() for arg in ("--setenv", name, value)],
         ]
         if egress is not None:
             parent = str(PurePosixPath(EGRESS_SOCKET).parent)
