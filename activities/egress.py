@@ -86,10 +86,11 @@ class EgressProxy:
         assert task is not None
         self._connections.add(task)
         try:
-            if len(self._connections) > MAX_CONNECTIONS:
-                await _answer(writer, 503, f"more than {MAX_CONNECTIONS} connections at once")
-            else:
-                await self._serve(reader, writer)
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # The proxy closing, which cancels the connections it owns; asyncio's stream callback would
+            # report a cancelled connection task as an error.
+            pass
         finally:
             self._connections.discard(task)
             writer.close()
@@ -101,6 +102,8 @@ class EgressProxy:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
             return
         try:
+            if len(self._connections) > MAX_CONNECTIONS:
+                raise _Refused(503, f"more than {MAX_CONNECTIONS} connections at once")
             destination = _destination(head)
             address = await self._admit(destination)
             try:
