@@ -57,23 +57,20 @@ def settings(task_queue: str, store_url: str) -> Settings:
 
 
 @pytest.fixture
-def killed_afterwards() -> Iterator[list[str]]:
-    """Markers of processes a test's code may leave behind; any such process is killed after the test."""
-    markers: list[str] = []
-    yield markers
-    for marker in markers:
-        for pid in pids_with_argument(marker):
-            os.kill(pid, signal.SIGKILL)
+def marker() -> Iterator[str]:
+    """A unique argument for processes the test's code starts; any left afterwards are killed."""
+    made = f"conveyor-test-{uuid.uuid4().hex}"
+    yield made
+    for pid in pids_with_argument(made):
+        os.kill(pid, signal.SIGKILL)
 
 
 # -- the escapes of issue 12, each a regression test -----------------------------------------------------
 
 
 async def test_a_setsid_child_does_not_outlive_the_timeout(
-    client: Client, worker: Worker, killed_afterwards: list[str]
+    client: Client, worker: Worker, marker: str
 ) -> None:
-    marker = f"conveyor-escape-{uuid.uuid4().hex}"
-    killed_afterwards.append(marker)
     source = (
         "import os, sys, time\n"
         "def main(marker):\n"
@@ -200,11 +197,9 @@ async def test_the_code_runs_as_an_unprivileged_user(client: Client, worker: Wor
 
 
 async def test_the_worker_machine_sees_an_unprivileged_user_too(
-    client: Client, worker: Worker, killed_afterwards: list[str]
+    client: Client, worker: Worker, marker: str
 ) -> None:
     """Seen from outside, the code's process is not root either (not merely root mapped to another uid)."""
-    marker = f"conveyor-uid-{uuid.uuid4().hex}"
-    killed_afterwards.append(marker)
     source = (
         "import os, sys\n"
         "def main(marker):\n"
@@ -238,11 +233,9 @@ async def test_the_worker_cannot_be_signalled(client: Client, worker: Worker) ->
     assert result.output in ("ProcessLookupError", "PermissionError")
 
 
-async def test_killing_the_sandbox_kills_every_process_in_it(killed_afterwards: list[str]) -> None:
+async def test_killing_the_sandbox_kills_every_process_in_it(marker: str) -> None:
     """What the step relies on past its process limit: the sandbox's PID namespace dies whole. Here the
     command may fork (no runner, no limits), and its grandchild leaves the session first."""
-    marker = f"conveyor-sandbox-{uuid.uuid4().hex}"
-    killed_afterwards.extend([marker, f"{marker}:orphan"])
     sandbox = await find_sandbox("bwrap")
     source = (
         "import os, sys, time\n"
@@ -268,8 +261,7 @@ async def test_killing_the_sandbox_kills_every_process_in_it(killed_afterwards: 
     await process.wait()
 
     async def none_left() -> bool:
-        found = [await asyncio.to_thread(pids_with_argument, m) for m in (marker, f"{marker}:orphan")]
-        return not any(found)
+        return not await asyncio.to_thread(pids_with_argument, marker)
 
     await until(none_left, "the orphan died with the sandbox", within_s=15)
 
@@ -295,10 +287,16 @@ FETCH = (
 )
 
 
-def marked(target: Target) -> tuple[str, str]:
-    """A URL of the target's echo route, and the marker in its query that tells its requests apart."""
+async def fetch(
+    client: Client, task_queue: str, target: Target, allow_hosts: list[str] | None = None
+) -> tuple[dict[str, Any], str]:
+    """What ``FETCH`` of the target's echo route answers, and the marker in its query that tells the
+    requests of this test apart from others the target saw."""
     mark = uuid.uuid4().hex
-    return f"{target.url}/echo?mark={mark}", mark
+    with_ = {} if allow_hosts is None else {"allow_hosts": allow_hosts}
+    step = code("get", FETCH, input=f"{target.url}/echo?mark={mark}", **with_)
+    result = await completes(client, task_queue, definition(step))
+    return result.output, mark
 
 
 def reached(target: Target, mark: str) -> bool:
@@ -308,25 +306,21 @@ def reached(target: Target, mark: str) -> bool:
 async def test_without_allow_hosts_the_code_has_no_network(
     client: Client, worker: Worker, target: Target
 ) -> None:
-    url, mark = marked(target)
-    result = await completes(client, worker.task_queue, definition(code("get", FETCH, input=url)))
-    assert result.output["error"] == "URLError"
-    assert "Connection refused" in result.output["message"]
+    output, mark = await fetch(client, worker.task_queue, target)
+    assert output["error"] == "URLError"
+    assert "Connection refused" in output["message"]
     assert not reached(target, mark)
 
 
 async def test_an_allowed_host_is_reached_through_the_proxy(
     client: Client, worker: Worker, target: Target
 ) -> None:
-    url, mark = marked(target)
-    allowed = [urlsplit(target.url).netloc]
-    result = await completes(
-        client, worker.task_queue, definition(code("get", FETCH, input=url, allow_hosts=allowed))
-    )
-    assert result.output["status"] == 200
-    assert result.output["body"]["query"] == {"mark": mark}
-    assert result.output["body"]["headers"]["host"] == urlsplit(target.url).netloc
-    assert not any(name.startswith("proxy-") for name in result.output["body"]["headers"])
+    authority = urlsplit(target.url).netloc
+    output, mark = await fetch(client, worker.task_queue, target, [authority])
+    assert output["status"] == 200
+    assert output["body"]["query"] == {"mark": mark}
+    assert output["body"]["headers"]["host"] == authority
+    assert not any(name.startswith("proxy-") for name in output["body"]["headers"])
 
 
 async def test_a_connect_tunnel_to_an_allowed_host_carries_any_protocol(
@@ -366,15 +360,10 @@ async def test_a_connect_tunnel_to_an_allowed_host_carries_any_protocol(
 async def test_a_host_the_step_does_not_allow_is_refused_by_the_proxy(
     client: Client, worker: Worker, target: Target
 ) -> None:
-    url, mark = marked(target)
     port = urlsplit(target.url).port
-    result = await completes(
-        client,
-        worker.task_queue,
-        definition(code("get", FETCH, input=url, allow_hosts=["api.example.com", f"localhost:{port}"])),
-    )
-    assert result.output["status"] == 403
-    assert "not in the step's allow_hosts" in result.output["reason"]
+    output, mark = await fetch(client, worker.task_queue, target, ["api.example.com", f"localhost:{port}"])
+    assert output["status"] == 403
+    assert "not in the step's allow_hosts" in output["reason"]
     assert not reached(target, mark)
 
 
@@ -382,16 +371,11 @@ async def test_the_outbound_guard_still_applies_to_allowed_hosts(
     client: Client, task_queue: str, target: Target
 ) -> None:
     """A step cannot allow what the operator did not: without CONVEYOR_OUTBOUND_ALLOW, loopback is refused."""
-    url, mark = marked(target)
     guarded = Settings(task_queue=task_queue, outbound_allow=[])
     async with conveyor_worker(client, guarded) as strict:
-        result = await completes(
-            client,
-            strict.task_queue,
-            definition(code("get", FETCH, input=url, allow_hosts=[urlsplit(target.url).netloc])),
-        )
-    assert result.output["status"] == 403
-    assert "loopback" in result.output["reason"]
+        output, mark = await fetch(client, strict.task_queue, target, [urlsplit(target.url).netloc])
+    assert output["status"] == 403
+    assert "loopback" in output["reason"]
     assert not reached(target, mark)
 
 

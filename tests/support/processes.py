@@ -159,7 +159,7 @@ async def api_stack(folder: Path, **settings: str) -> AsyncIterator[str]:
 
 
 def pids_with_argument(marker: str) -> list[int]:
-    """Processes on this machine whose command line holds ``marker`` as one of its arguments."""
+    """Processes on this machine with an argument that starts with ``marker``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -168,6 +168,6 @@ def pids_with_argument(marker: str) -> list[int]:
             arguments = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        if marker.encode() in arguments:
+        if any(argument.startswith(marker.encode()) for argument in arguments):
             found.append(int(entry.name))
     return found
