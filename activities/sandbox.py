@@ -52,7 +52,9 @@ class Sandbox:
 
     bwrap: str
     interpreter: str
-    interpreter_files: tuple[str, ...]
+    mounts: tuple[str, ...]
+    """bwrap arguments for what the sandbox sees besides ``/usr``, ``/proc``, ``/dev`` and ``/tmp``: the
+    root's system folders, the interpreter's own files and :data:`SYSTEM_FILES`."""
     setpriv: str | None
     """Set when the worker runs as root: the code's uid is changed by ``setpriv``, not mapped."""
 
@@ -65,9 +67,9 @@ class Sandbox:
             self.bwrap,
             *("--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"),
             *("--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv"),
-            *("--ro-bind", "/usr", "/usr", *_root_dirs(), "--proc", "/proc", "--dev", "/dev"),
+            *("--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"),
             *("--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--chdir", "/tmp"),
-            *_read_only([*self.interpreter_files, *SYSTEM_FILES]),
+            *self.mounts,
             *[arg for name, value in (env or {}).items() for arg in ("--setenv", name, value)],
         ]
         if egress is not None:
@@ -146,7 +148,8 @@ def _locate(program: str) -> Sandbox:
         setpriv = shutil.which("setpriv")
         if setpriv is None or not _visible_inside(setpriv):
             raise SandboxUnavailable("the worker runs as root and setpriv (util-linux) is not in /usr")
-    return Sandbox(bwrap, os.path.realpath(sys.executable), tuple(_interpreter_files()), setpriv)
+    mounts = (*_root_dirs(), *_read_only([*_interpreter_files(), *SYSTEM_FILES]))
+    return Sandbox(bwrap, os.path.realpath(sys.executable), mounts, setpriv)
 
 
 def _interpreter_files() -> list[str]:
