@@ -106,15 +106,7 @@ class EgressProxy:
                 raise _Refused(503, f"more than {MAX_CONNECTIONS} connections at once")
             destination = _destination(head)
             address = await self._admit(destination)
-            try:
-                async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                    upstream_reader, upstream_writer = await asyncio.open_connection(
-                        address, destination.port
-                    )
-            except (OSError, TimeoutError) as exc:
-                raise _Refused(
-                    502, f"cannot connect to {destination.authority}: {exc or 'timed out'}"
-                ) from None
+            upstream_reader, upstream_writer = await _connect(address, destination)
         except _Refused as refused:
             self.refusals.append(refused.reason)
             await _answer(writer, refused.status, refused.reason)
@@ -131,9 +123,8 @@ class EgressProxy:
     async def _admit(self, destination: _Destination) -> str:
         """The address to connect to for ``destination``; raises :class:`_Refused` if it is not allowed."""
         host, port = destination.host, destination.port
-        if (host, port) not in self._allowed and not (
-            (host, None) in self._allowed and port in _DEFAULT_PORTS
-        ):
+        by_default = (host, None) in self._allowed and port in _DEFAULT_PORTS
+        if (host, port) not in self._allowed and not by_default:
             raise _Refused(403, f"{destination.authority} is not in the step's allow_hosts")
         try:
             target = await self._guard.check(f"http://{destination.authority}/")

@@ -13,7 +13,7 @@ import pytest
 
 from activities.egress import MAX_CONNECTIONS, MAX_HEAD_BYTES, EgressProxy
 from core.ssrf import OutboundGuard, OutboundPolicy
-from tests.support.target import Target
+from tests.support.target import Target, free_port
 
 LOOPBACK_ALLOWED = OutboundGuard(OutboundPolicy.from_entries(["127.0.0.0/8"]))
 
@@ -100,6 +100,15 @@ async def test_an_allowed_name_that_resolves_to_loopback_is_refused_by_the_guard
         answer = await exchange(socket, f"CONNECT localhost:{port} HTTP/1.1\r\n\r\n".encode())
     assert answer.startswith(b"HTTP/1.1 403 ")
     assert b"loopback" in answer.split(b"\r\n", 1)[0]
+
+
+async def test_an_allowed_host_that_does_not_answer_is_a_502(tmp_path: Path) -> None:
+    port = free_port()
+    made = EgressProxy([f"127.0.0.1:{port}"], LOOPBACK_ALLOWED)
+    socket = tmp_path / "egress.sock"
+    async with made.serving(socket):
+        answer = await exchange(socket, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 502 cannot connect to 127.0.0.1:")
 
 
 async def test_connections_beyond_the_limit_are_turned_away(proxy: tuple[EgressProxy, Path]) -> None:
