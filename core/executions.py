@@ -46,7 +46,7 @@ from core.errors import BadRequest, Conflict, NotFound, Unavailable
 from core.inputs import prepare_input
 from core.listeners import anyone_listens_to_executions
 from core.models import ExecutionRecord
-from core.problems import STUCK_CLAUSE, execution_problem, reported_problem
+from core.problems import STUCK_CLAUSE, Problem, execution_problem, reported_problem
 from workflows.definition import Definition
 from workflows.messages import ChildDefinition, ExecutionInput, ExecutionSnapshot
 from workflows.states import ExecutionState
@@ -229,7 +229,7 @@ async def wait_for_result(client: Client, started: Started, seconds: float) -> S
             return started
         started.state = state_of(description)
         problem = await execution_problem(client, description)
-        started.problem = asdict(problem) if problem else None
+        started.problem = _plain(problem)
         return started
     started.state = snapshot.get("state", started.state)
     started.output = snapshot.get("output")
@@ -262,7 +262,7 @@ async def describe_execution(client: Client, execution_id: str) -> dict[str, Any
         "output": snapshot.get("output"),
         "error": snapshot.get("error"),
         "retry_count": snapshot.get("retry_count", 0),
-        "problem": asdict(problem) if problem else None,
+        "problem": _plain(problem),
         "started_at": description.start_time.isoformat() if description.start_time else None,
         "closed_at": description.close_time.isoformat() if description.close_time else None,
     }
@@ -333,7 +333,7 @@ async def list_executions(
                 "stage": attributes.get(names.SA_STAGE),
                 "trigger": attributes.get(names.SA_TRIGGER),
                 "temporal_status": execution.status.name if execution.status else None,
-                "problem": asdict(problem) if (problem := reported_problem(attributes, execution.status)) else None,
+                "problem": _plain(reported_problem(attributes, execution.status)),
                 "started_at": execution.start_time.isoformat(),
                 "closed_at": execution.close_time.isoformat() if execution.close_time else None,
             }
@@ -430,6 +430,10 @@ async def _current_state(client: Client, workflow_id: str) -> str:
         return state_of(await client.get_workflow_handle(workflow_id).describe())
     except RPCError:
         return ExecutionState.QUEUED.value
+
+
+def _plain(problem: Problem | None) -> dict[str, Any] | None:
+    return asdict(problem) if problem else None
 
 
 async def _closed_snapshot(handle: WorkflowHandle[Any, ExecutionSnapshot]) -> dict[str, Any]:

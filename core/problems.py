@@ -84,7 +84,9 @@ class Problem:
         )
 
 
-def reported_problem(attributes: TypedSearchAttributes, status: WorkflowExecutionStatus | None) -> Problem | None:
+def reported_problem(
+    attributes: TypedSearchAttributes, status: WorkflowExecutionStatus | None
+) -> Problem | None:
     """The problem a visibility row reports through ``TemporalReportedProblems`` (running workflows only:
     the attribute may outlive a run that was terminated while stuck)."""
     if status != WorkflowExecutionStatus.RUNNING:
@@ -172,6 +174,5 @@ async def _described(client: Client, event: HistoryEvent) -> tuple[str, str, str
 
 
 def _camel(constant: str) -> str:
-    """``WORKFLOW_TASK_FAILED_CAUSE_X`` as Temporal's search attribute spells it: ``WorkflowTaskFailedCauseX``."""
+    """``WORKFLOW_TASK_FAILED_CAUSE_X`` as the search attribute spells it: ``WorkflowTaskFailedCauseX``."""
     return "".join(word.capitalize() for word in re.split(r"_+", constant.lower()) if word)
-

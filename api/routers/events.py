@@ -41,9 +41,9 @@ class LogEntryView(BaseModel):
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "a text/event-stream: `id` is the event's seq, `event` its type, `data` the event; "
-            "`stuck` and `recovered` (the execution's workflow task keeps failing, or went through again) "
-            "have seq 0 and no `id`",
+            "description": "a text/event-stream: `id` is the event's seq, `event` its type, `data` the "
+            "event; `stuck` and `recovered` (the execution's workflow task keeps failing, or went through "
+            "again) have seq 0 and no `id`",
             "content": {"text/event-stream": {"example": _SSE_EXAMPLE}},
         },
         404: {"description": "no such execution"},

@@ -1,0 +1,270 @@
+"""An execution whose workflow task keeps failing says so, with Temporal's reason, everywhere: the execution
+view, the list, ``/stats``, ``/metrics``, the CLI and the event stream; and it goes on when a good worker
+takes over.
+
+The failure is made by a real worker whose workflow interceptor raises a plain exception on every workflow
+task (as a bug in workflow code would; a deadlock or a nondeterminism fails the task the same way), on the
+real dev server, through the real API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import (
+    ExecuteWorkflowInput,
+    Interceptor,
+    UnsandboxedWorkflowRunner,
+    Worker,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+)
+
+from api.cli import Event, parse_sse
+from core import problems
+from core.settings import Settings
+from core.telemetry import worker_runtime
+from core.temporal import connect
+from tests.conftest import api_settings
+from tests.support.api import running_api
+from tests.support.target import free_port
+from tests.support.waiting import eventually, until
+from tests.test_cli import conveyor
+from tests.test_telemetry import metric_names, samples
+from worker import conveyor_worker
+from workflows.interpreter import DefinitionWorkflow
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+
+BROKEN = "the interpreter is broken in this build"
+
+
+class _Breaking(WorkflowInboundInterceptor):
+    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        raise RuntimeError(BROKEN)
+
+
+class BreakEveryWorkflowTask(Interceptor):
+    """A bad release: every workflow task fails with a plain exception, never a workflow failure."""
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        return _Breaking
+
+
+def two_steps(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "steps": [
+            {"id": "first", "type": "transform", "with": {"value": 1}},
+            {"id": "second", "type": "transform", "with": {"value": "{{ steps.first.output + 1 }}"}},
+        ],
+        "output": "{{ steps.second.output }}",
+    }
+
+
+@contextlib.asynccontextmanager
+async def events_of(api: httpx.AsyncClient, execution_id: str) -> AsyncIterator[list[Event]]:
+    """The execution's SSE events, read in the background into the list yielded (``stuck`` has no id)."""
+    lines: list[str] = []
+    received: list[Event] = []
+
+    async def read() -> None:
+        async with api.stream("GET", f"/api/v1/executions/{execution_id}/events") as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if not line:
+                    received[:] = list(parse_sse(lines))
+
+    reader = asyncio.create_task(read())
+    try:
+        yield received
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+            await reader
+
+
+async def test_a_failing_workflow_task_shows_everywhere_and_clears_when_fixed(
+    temporal_env: WorkflowEnvironment, client: Client, settings: Settings, task_queue: str, tmp_path: Path
+) -> None:
+    name = f"stuck-{uuid.uuid4().hex[:8]}"
+    metrics_port = free_port()
+    metered = Settings(
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        task_queue=task_queue,
+        worker_metrics_address=f"127.0.0.1:{metrics_port}",
+    )
+    broken_client = await connect(metered, runtime=worker_runtime(metered))
+    broken = Worker(
+        broken_client,
+        task_queue=task_queue,
+        workflows=[DefinitionWorkflow],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        interceptors=[BreakEveryWorkflowTask()],
+    )
+    async with running_api(
+        api_settings(temporal_env, task_queue, f"sqlite+aiosqlite:///{tmp_path}/api.db")
+    ) as api:
+        created = await api.post("/api/v1/definitions", json=two_steps(name))
+        assert created.status_code == 201, created.text
+        async with broken:
+            started = await api.post(f"/api/v1/definitions/{name}/executions", json={"id": "one"})
+            assert started.status_code == 201, started.text
+            execution_id = started.json()["execution_id"]
+            async with events_of(api, execution_id) as stream:
+
+                async def problem() -> dict[str, Any] | None:
+                    view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
+                    found: dict[str, Any] | None = view["problem"]
+                    return found
+
+                # The execution view: Temporal's category and cause, the exception's message, the attempts.
+                seen = await eventually(problem, "the execution view shows the problem")
+                assert seen["category"] == "WorkflowTaskFailed"
+                assert seen["cause"] == "WorkflowTaskFailedCauseWorkflowWorkerUnhandledFailure"
+                assert seen["message"] == f"RuntimeError: {BROKEN}"
+                assert seen["failed_attempts"] >= 1 and seen["since"]
+
+                # A start that waits for the result says why it did not come.
+                again = await api.post(
+                    f"/api/v1/definitions/{name}/executions", json={"id": "one", "wait": 0.5}
+                )
+                assert again.status_code == 200, again.text
+                assert again.json()["problem"]["message"] == f"RuntimeError: {BROKEN}"
+
+                # The list marks it, ?stuck=true finds it, /stats and /metrics count it.
+                async def listed() -> dict[str, Any] | None:
+                    page = await api.get("/api/v1/executions", params={"definition": name})
+                    rows = page.json()["executions"]  # visibility trails a moment behind
+                    found: dict[str, Any] | None = rows[0]["problem"] if rows else None
+                    return found
+
+                row_problem = await eventually(listed, "the list shows the problem")
+                assert row_problem["category"] == "WorkflowTaskFailed"
+                assert row_problem["cause"] == "WorkflowTaskFailedCauseWorkflowWorkerUnhandledFailure"
+                stuck_only = await api.get("/api/v1/executions", params={"definition": name, "stuck": "true"})
+                assert [r["execution_id"] for r in stuck_only.json()["executions"]] == [execution_id]
+                stats = (await api.get("/api/v1/stats", params={"definition": name})).json()
+                assert stats["stuck_executions"] == 1 and stats["active_executions"] == 1
+                [(_, gauge)] = samples_of((await api.get("/metrics")).text, "conveyor_executions_stuck")
+                assert gauge >= 1
+
+                # The CLI, a child process talking to the API.
+                shown = await conveyor(api, "execution", execution_id)
+                assert shown.code == 0, shown
+                assert "stuck: WorkflowTaskFailedCauseWorkflowWorkerUnhandledFailure" in shown.out
+                assert BROKEN in shown.out
+                listed_cli = await conveyor(api, "executions", "--definition", name, "--stuck")
+                assert listed_cli.code == 0, listed_cli
+                assert execution_id in listed_cli.out and "stuck:" in listed_cli.out
+
+                # The event stream says it once, with the same reason.
+                await until(lambda: _having(stream, "stuck"), "the event stream sends stuck", within_s=60)
+                [stuck] = [e for e in stream if e.type == "stuck"]
+                assert stuck.seq == 0 and stuck.data["message"] == f"RuntimeError: {BROKEN}"
+
+                # The worker's own metric that the alert rule watches.
+                async with httpx.AsyncClient() as http:
+                    scrape = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+                failures = [
+                    value
+                    for labels, value in samples(scrape, "temporal_workflow_task_execution_failed")
+                    if labels.get("task_queue") == task_queue
+                ]
+                assert failures and failures[0] >= 1, "the worker did not count its failed workflow tasks"
+                assert alert_metrics() <= metric_names(scrape) | metric_names(
+                    (await api.get("/metrics")).text
+                )
+
+                await broken.shutdown()
+                # The fix is deployed: a good worker takes the task over and the execution goes on.
+                async with conveyor_worker(client, settings):
+                    await until(lambda: _having(stream, "completed"), "the execution completes", within_s=90)
+                    types = [e.type for e in stream]
+                    assert types.index("stuck") < types.index("recovered") < types.index("started")
+                    view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
+                    assert view["state"] == "COMPLETED" and view["output"] == 2
+                    assert view["problem"] is None
+
+                    async def cleared() -> bool:
+                        counted = (await api.get("/api/v1/stats", params={"definition": name})).json()
+                        stuck_count: int = counted["stuck_executions"]
+                        return stuck_count == 0
+
+                    await until(cleared, "/stats stops counting it")
+                    page = await api.get("/api/v1/executions", params={"definition": name})
+                    assert page.json()["executions"][0]["problem"] is None
+
+
+async def _having(stream: list[Event], kind: str) -> bool:
+    return any(event.type == kind for event in stream)
+
+
+def samples_of(exposition: str, name: str) -> list[tuple[str, float]]:
+    """Unlabelled samples of ``name`` as (name, value)."""
+    return [
+        (sample, float(value))
+        for sample, value in re.findall(rf"^({re.escape(name)}) (\S+)$", exposition, flags=re.MULTILINE)
+    ]
+
+
+def alert_metrics() -> set[str]:
+    """The metric names the alerting rules query."""
+    rules = [
+        rule
+        for group in yaml.safe_load((DEPLOY / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    ]
+    return {
+        token
+        for rule in rules
+        for token in re.findall(r"\b((?:temporal|conveyor)_[a-z0-9_]+)\b", rule["expr"])
+    }
+
+
+def test_alert_rules_are_loaded_and_complete() -> None:
+    """Prometheus loads the rule file it is given (compose mounts it beside its config), and every rule
+    names a metric, a severity and what to do."""
+    scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    mounts = compose["services"]["prometheus"]["volumes"]
+    for rule_file in scrape["rule_files"]:
+        assert f"./deploy/{rule_file}:/etc/prometheus/{rule_file}:ro" in mounts
+    groups = yaml.safe_load((DEPLOY / "alerts.yml").read_text())["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert {rule["alert"] for rule in rules} == {"ConveyorWorkflowTaskFailures", "ConveyorExecutionsStuck"}
+    for rule in rules:
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+    assert alert_metrics() == {"temporal_workflow_task_execution_failed", "conveyor_executions_stuck"}
+
+
+@pytest.mark.parametrize(
+    "path", [DEPLOY / "temporal" / "dynamicconfig.yaml", DEPLOY / "k8s" / "temporal-values.yaml"]
+)
+def test_deployed_temporal_reports_stuck_workflows(path: Path) -> None:
+    """Every Temporal that Conveyor deploys sets the threshold the dev servers get from
+    ``problems.dynamic_config_flags()``, so lists and counts see a stuck execution from its first failure."""
+    document = yaml.safe_load(path.read_text())
+    config = document["server"]["dynamicConfig"] if "server" in document else document
+    [entry] = config[problems.PROBLEMS_TO_REPORT_SETTING]
+    assert entry["value"] == problems.PROBLEMS_TO_REPORT
+    assert problems.dynamic_config_flags() == [
+        "--dynamic-config-value",
+        f"{problems.PROBLEMS_TO_REPORT_SETTING}={problems.PROBLEMS_TO_REPORT}",
+    ]
