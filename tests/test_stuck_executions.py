@@ -2,9 +2,10 @@
 view, the list, ``/stats``, ``/metrics``, the CLI and the event stream; and it goes on when a good worker
 takes over.
 
-The failure is made by a real worker whose workflow interceptor raises a plain exception on every workflow
-task (as a bug in workflow code would; a deadlock or a nondeterminism fails the task the same way), on the
-real dev server, through the real API.
+The failures are made by real workers on the real dev server, seen through the real API: one whose workflow
+interceptor raises a plain exception on every workflow task (as a bug in workflow code would; a deadlock or
+a nondeterminism fails the task the same way, with another message), and one that freezes mid-task for
+longer than the task's timeout (as a stuck or dying worker process would).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -213,6 +216,97 @@ async def test_a_failing_workflow_task_shows_everywhere_and_clears_when_fixed(
 
 async def _having(stream: list[Event], kind: str) -> bool:
     return any(event.type == kind for event in stream)
+
+
+class _Hanging(WorkflowInboundInterceptor):
+    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        if HangTwice.hung < 2:
+            HangTwice.hung += 1
+            time.sleep(HANG_S)  # noqa: ASYNC251 - the worker's loop is frozen, as a stuck process's would be
+        return await self.next.execute_workflow(input)
+
+
+HANG_S = 12.0
+"""Longer than the workflow task timeout (10 s): the server times the task out and schedules another."""
+
+
+class HangTwice(Interceptor):
+    """A worker that hangs on its first two workflow tasks (beyond their timeout), then works."""
+
+    hung = 0
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        return _Hanging
+
+
+@contextlib.asynccontextmanager
+async def frozen_worker(settings: Settings) -> AsyncIterator[None]:
+    """A worker that freezes on its first two workflow tasks for longer than their timeout, then works.
+
+    It runs on an event loop of its own in a thread: debug mode (no deadlock detector, which would fail the
+    task instead) runs workflow code on the worker's loop, and a frozen loop must not be the test's.
+    """
+    HangTwice.hung = 0
+    stop = threading.Event()
+    polling = threading.Event()
+
+    async def serve() -> None:
+        worker = Worker(
+            await connect(settings),
+            task_queue=settings.task_queue,
+            workflows=[DefinitionWorkflow],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+            interceptors=[HangTwice()],
+            debug_mode=True,
+        )
+        async with worker:
+            polling.set()
+            await asyncio.to_thread(stop.wait)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        await asyncio.to_thread(polling.wait, 30)
+        yield
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 60)
+
+
+async def test_a_timed_out_workflow_task_shows_until_a_task_goes_through(
+    temporal_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    name = f"hung-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        temporal_address=temporal_env.client.service_client.config.target_host, task_queue=task_queue
+    )
+    api_config = api_settings(temporal_env, task_queue, f"sqlite+aiosqlite:///{tmp_path}/api.db")
+    async with running_api(api_config) as api, frozen_worker(settings):
+        created = await api.post("/api/v1/definitions", json=two_steps(name))
+        assert created.status_code == 201, created.text
+        started = await api.post(f"/api/v1/definitions/{name}/executions", json={})
+        execution_id = started.json()["execution_id"]
+
+        async def problem() -> dict[str, Any] | None:
+            view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
+            found: dict[str, Any] | None = view["problem"]
+            return found
+
+        seen = await eventually(problem, "the execution view shows the timed-out task")
+        assert seen["category"] == "WorkflowTaskTimedOut"
+        assert seen["cause"] == "WorkflowTaskTimedOutCauseStartToClose"
+        assert seen["message"] == "workflow task timed out (StartToClose)"
+        assert seen["failed_attempts"] >= 1 and seen["since"]
+
+        # The third task goes through: the execution completes and says nothing more.
+        async def done() -> dict[str, Any] | None:
+            view: dict[str, Any] = (await api.get(f"/api/v1/executions/{execution_id}")).json()
+            return view if view["state"] == "COMPLETED" else None
+
+        view = await eventually(done, "the execution completes after the hangs", within_s=120)
+        assert view["problem"] is None and view["output"] == 2
 
 
 def samples_of(exposition: str, name: str) -> list[tuple[str, float]]:
