@@ -131,12 +131,15 @@ async def _feed(
             events = await _events_after(handle, last)
             unanswered = events is None
             # An unanswered query may be a workflow task that keeps failing; an answer after one, its end.
-            if (unanswered or stuck is not None) and not run_closed:
+            problem = stuck
+            if not run_closed and (unanswered or stuck is not None):
                 problem = await _problem(client, handle, stuck)
-                change = _problem_change(stuck, problem)
-                stuck = problem
-                if change is not None:
-                    yield change
+            elif run_closed and events is not None:
+                problem = None  # its tasks ran to the end (maybe in the same batch that closed it)
+            change = _problem_change(stuck, problem)
+            stuck = problem
+            if change is not None:
+                yield change
             for event in events or []:
                 yield event
                 last = event.seq

@@ -176,9 +176,9 @@ async def test_a_failing_workflow_task_shows_everywhere_and_clears_when_fixed(
                 assert listed_cli.code == 0, listed_cli
                 assert execution_id in listed_cli.out and "stuck:" in listed_cli.out
 
-                # The event stream says it once, with the same reason.
+                # The event stream says so, with the same reason.
                 await until(lambda: _having(stream, "stuck"), "the event stream sends stuck", within_s=60)
-                [stuck] = [e for e in stream if e.type == "stuck"]
+                stuck = [e for e in stream if e.type == "stuck"][-1]
                 assert stuck.seq == 0 and stuck.data["message"] == f"RuntimeError: {BROKEN}"
 
                 # The worker's own metric that the alert rule watches.
@@ -200,6 +200,7 @@ async def test_a_failing_workflow_task_shows_everywhere_and_clears_when_fixed(
                     await until(lambda: _having(stream, "completed"), "the execution completes", within_s=90)
                     types = [e.type for e in stream]
                     assert types.index("stuck") < types.index("recovered") < types.index("started")
+                    assert "stuck" not in types[types.index("recovered") :]
                     view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
                     assert view["state"] == "COMPLETED" and view["output"] == 2
                     assert view["problem"] is None
