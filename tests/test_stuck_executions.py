@@ -79,6 +79,27 @@ def two_steps(name: str) -> dict[str, Any]:
     }
 
 
+async def start(api: httpx.AsyncClient, name: str, **body: Any) -> str:
+    """Create the two-step definition ``name`` and start it; its execution id."""
+    created = await api.post("/api/v1/definitions", json=two_steps(name))
+    assert created.status_code == 201, created.text
+    started = await api.post(f"/api/v1/definitions/{name}/executions", json=body)
+    assert started.status_code == 201, started.text
+    execution_id: str = started.json()["execution_id"]
+    return execution_id
+
+
+async def shown_problem(api: httpx.AsyncClient, execution_id: str) -> dict[str, Any]:
+    """The execution view's ``problem``, once it has one."""
+
+    async def problem() -> dict[str, Any] | None:
+        view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
+        found: dict[str, Any] | None = view["problem"]
+        return found
+
+    return await eventually(problem, f"the view of {execution_id} shows a problem")
+
+
 @contextlib.asynccontextmanager
 async def events_of(api: httpx.AsyncClient, execution_id: str) -> AsyncIterator[list[Event]]:
     """The execution's SSE events, read in the background into the list yielded (``stuck`` has no id)."""
@@ -120,99 +141,85 @@ async def test_a_failing_workflow_task_shows_everywhere_and_clears_when_fixed(
         workflow_runner=UnsandboxedWorkflowRunner(),
         interceptors=[BreakEveryWorkflowTask()],
     )
-    async with running_api(
-        api_settings(temporal_env, task_queue, f"sqlite+aiosqlite:///{tmp_path}/api.db")
-    ) as api:
-        created = await api.post("/api/v1/definitions", json=two_steps(name))
-        assert created.status_code == 201, created.text
-        async with broken:
-            started = await api.post(f"/api/v1/definitions/{name}/executions", json={"id": "one"})
-            assert started.status_code == 201, started.text
-            execution_id = started.json()["execution_id"]
-            async with events_of(api, execution_id) as stream:
+    async with (
+        running_api(api_settings(temporal_env, task_queue, f"sqlite+aiosqlite:///{tmp_path}/api.db")) as api,
+        broken,
+    ):
+        execution_id = await start(api, name, id="one")
+        async with events_of(api, execution_id) as stream:
+            # The execution view: Temporal's category and cause, the exception's message, the attempts.
+            seen = await shown_problem(api, execution_id)
+            assert seen["category"] == "WorkflowTaskFailed"
+            assert seen["cause"] == "WorkflowTaskFailedCauseWorkflowWorkerUnhandledFailure"
+            assert seen["message"] == f"RuntimeError: {BROKEN}"
+            assert seen["failed_attempts"] >= 1 and seen["since"]
 
-                async def problem() -> dict[str, Any] | None:
-                    view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
-                    found: dict[str, Any] | None = view["problem"]
-                    return found
+            # A start that waits for the result says why it did not come.
+            again = await api.post(f"/api/v1/definitions/{name}/executions", json={"id": "one", "wait": 0.5})
+            assert again.status_code == 200, again.text
+            assert again.json()["problem"]["message"] == f"RuntimeError: {BROKEN}"
 
-                # The execution view: Temporal's category and cause, the exception's message, the attempts.
-                seen = await eventually(problem, "the execution view shows the problem")
-                assert seen["category"] == "WorkflowTaskFailed"
-                assert seen["cause"] == "WorkflowTaskFailedCauseWorkflowWorkerUnhandledFailure"
-                assert seen["message"] == f"RuntimeError: {BROKEN}"
-                assert seen["failed_attempts"] >= 1 and seen["since"]
+            # The list marks it, ?stuck=true finds it, /stats and /metrics count it.
+            async def listed() -> dict[str, Any] | None:
+                page = await api.get("/api/v1/executions", params={"definition": name})
+                rows = page.json()["executions"]  # visibility trails a moment behind
+                found: dict[str, Any] | None = rows[0]["problem"] if rows else None
+                return found
 
-                # A start that waits for the result says why it did not come.
-                again = await api.post(
-                    f"/api/v1/definitions/{name}/executions", json={"id": "one", "wait": 0.5}
-                )
-                assert again.status_code == 200, again.text
-                assert again.json()["problem"]["message"] == f"RuntimeError: {BROKEN}"
+            row_problem = await eventually(listed, "the list shows the problem")
+            assert row_problem["category"] == "WorkflowTaskFailed"
+            assert row_problem["cause"] == "WorkflowTaskFailedCauseWorkflowWorkerUnhandledFailure"
+            stuck_only = await api.get("/api/v1/executions", params={"definition": name, "stuck": "true"})
+            assert [r["execution_id"] for r in stuck_only.json()["executions"]] == [execution_id]
+            stats = (await api.get("/api/v1/stats", params={"definition": name})).json()
+            assert stats["stuck_executions"] == 1 and stats["active_executions"] == 1
+            [(_, gauge)] = samples_of((await api.get("/metrics")).text, "conveyor_executions_stuck")
+            assert gauge >= 1
 
-                # The list marks it, ?stuck=true finds it, /stats and /metrics count it.
-                async def listed() -> dict[str, Any] | None:
-                    page = await api.get("/api/v1/executions", params={"definition": name})
-                    rows = page.json()["executions"]  # visibility trails a moment behind
-                    found: dict[str, Any] | None = rows[0]["problem"] if rows else None
-                    return found
+            # The CLI, a child process talking to the API.
+            shown = await conveyor(api, "execution", execution_id)
+            assert shown.code == 0, shown
+            assert "stuck: WorkflowTaskFailedCauseWorkflowWorkerUnhandledFailure" in shown.out
+            assert BROKEN in shown.out
+            listed_cli = await conveyor(api, "executions", "--definition", name, "--stuck")
+            assert listed_cli.code == 0, listed_cli
+            assert execution_id in listed_cli.out and "stuck:" in listed_cli.out
 
-                row_problem = await eventually(listed, "the list shows the problem")
-                assert row_problem["category"] == "WorkflowTaskFailed"
-                assert row_problem["cause"] == "WorkflowTaskFailedCauseWorkflowWorkerUnhandledFailure"
-                stuck_only = await api.get("/api/v1/executions", params={"definition": name, "stuck": "true"})
-                assert [r["execution_id"] for r in stuck_only.json()["executions"]] == [execution_id]
-                stats = (await api.get("/api/v1/stats", params={"definition": name})).json()
-                assert stats["stuck_executions"] == 1 and stats["active_executions"] == 1
-                [(_, gauge)] = samples_of((await api.get("/metrics")).text, "conveyor_executions_stuck")
-                assert gauge >= 1
+            # The event stream says so, with the same reason.
+            await until(lambda: _having(stream, "stuck"), "the event stream sends stuck", within_s=60)
+            stuck = [e for e in stream if e.type == "stuck"][-1]
+            assert stuck.seq == 0 and stuck.data["message"] == f"RuntimeError: {BROKEN}"
 
-                # The CLI, a child process talking to the API.
-                shown = await conveyor(api, "execution", execution_id)
-                assert shown.code == 0, shown
-                assert "stuck: WorkflowTaskFailedCauseWorkflowWorkerUnhandledFailure" in shown.out
-                assert BROKEN in shown.out
-                listed_cli = await conveyor(api, "executions", "--definition", name, "--stuck")
-                assert listed_cli.code == 0, listed_cli
-                assert execution_id in listed_cli.out and "stuck:" in listed_cli.out
+            # The worker's own metric that the alert rule watches.
+            async with httpx.AsyncClient() as http:
+                scrape = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+            failures = [
+                value
+                for labels, value in samples(scrape, "temporal_workflow_task_execution_failed")
+                if labels.get("task_queue") == task_queue
+            ]
+            assert failures and failures[0] >= 1, "the worker did not count its failed workflow tasks"
+            assert alert_metrics() <= metric_names(scrape) | metric_names((await api.get("/metrics")).text)
 
-                # The event stream says so, with the same reason.
-                await until(lambda: _having(stream, "stuck"), "the event stream sends stuck", within_s=60)
-                stuck = [e for e in stream if e.type == "stuck"][-1]
-                assert stuck.seq == 0 and stuck.data["message"] == f"RuntimeError: {BROKEN}"
+            await broken.shutdown()
+            # The fix is deployed: a good worker takes the task over and the execution goes on.
+            async with conveyor_worker(client, settings):
+                await until(lambda: _having(stream, "completed"), "the execution completes", within_s=90)
+                types = [e.type for e in stream]
+                assert types.index("stuck") < types.index("recovered") < types.index("started")
+                assert "stuck" not in types[types.index("recovered") :]
+                view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
+                assert view["state"] == "COMPLETED" and view["output"] == 2
+                assert view["problem"] is None
 
-                # The worker's own metric that the alert rule watches.
-                async with httpx.AsyncClient() as http:
-                    scrape = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
-                failures = [
-                    value
-                    for labels, value in samples(scrape, "temporal_workflow_task_execution_failed")
-                    if labels.get("task_queue") == task_queue
-                ]
-                assert failures and failures[0] >= 1, "the worker did not count its failed workflow tasks"
-                assert alert_metrics() <= metric_names(scrape) | metric_names(
-                    (await api.get("/metrics")).text
-                )
+                async def cleared() -> bool:
+                    counted = (await api.get("/api/v1/stats", params={"definition": name})).json()
+                    stuck_count: int = counted["stuck_executions"]
+                    return stuck_count == 0
 
-                await broken.shutdown()
-                # The fix is deployed: a good worker takes the task over and the execution goes on.
-                async with conveyor_worker(client, settings):
-                    await until(lambda: _having(stream, "completed"), "the execution completes", within_s=90)
-                    types = [e.type for e in stream]
-                    assert types.index("stuck") < types.index("recovered") < types.index("started")
-                    assert "stuck" not in types[types.index("recovered") :]
-                    view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
-                    assert view["state"] == "COMPLETED" and view["output"] == 2
-                    assert view["problem"] is None
-
-                    async def cleared() -> bool:
-                        counted = (await api.get("/api/v1/stats", params={"definition": name})).json()
-                        stuck_count: int = counted["stuck_executions"]
-                        return stuck_count == 0
-
-                    await until(cleared, "/stats stops counting it")
-                    page = await api.get("/api/v1/executions", params={"definition": name})
-                    assert page.json()["executions"][0]["problem"] is None
+                await until(cleared, "/stats stops counting it")
+                page = await api.get("/api/v1/executions", params={"definition": name})
+                assert page.json()["executions"][0]["problem"] is None
 
 
 async def _having(stream: list[Event], kind: str) -> bool:
@@ -285,17 +292,8 @@ async def test_a_timed_out_workflow_task_shows_until_a_task_goes_through(
     )
     api_config = api_settings(temporal_env, task_queue, f"sqlite+aiosqlite:///{tmp_path}/api.db")
     async with running_api(api_config) as api, frozen_worker(settings):
-        created = await api.post("/api/v1/definitions", json=two_steps(name))
-        assert created.status_code == 201, created.text
-        started = await api.post(f"/api/v1/definitions/{name}/executions", json={})
-        execution_id = started.json()["execution_id"]
-
-        async def problem() -> dict[str, Any] | None:
-            view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
-            found: dict[str, Any] | None = view["problem"]
-            return found
-
-        seen = await eventually(problem, "the execution view shows the timed-out task")
+        execution_id = await start(api, name)
+        seen = await shown_problem(api, execution_id)
         assert seen["category"] == "WorkflowTaskTimedOut"
         assert seen["cause"] == "WorkflowTaskTimedOutCauseStartToClose"
         assert seen["message"] == "workflow task timed out (StartToClose)"
