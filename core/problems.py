@@ -25,6 +25,7 @@ from typing import Final
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType, TimeoutType, WorkflowTaskFailedCause
+from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
@@ -163,14 +164,20 @@ async def _described(client: Client, event: HistoryEvent) -> tuple[str, str, str
         return "WorkflowTaskTimedOut", f"WorkflowTaskTimedOutCause{kind}", f"workflow task timed out ({kind})"
     attributes = event.workflow_task_failed_event_attributes
     cause = _camel(WorkflowTaskFailedCause.Name(attributes.cause))
-    message = ""
-    if attributes.HasField("failure"):
-        # Through the data converter: with payload encryption the message travels encoded.
-        error = await client.data_converter.decode_failure(attributes.failure)
-        message = error.message if isinstance(error, FailureError) else str(error)
-        if isinstance(error, ApplicationError) and error.type and error.type not in message:
-            message = f"{error.type}: {message}"
-    return "WorkflowTaskFailed", cause, message
+    return "WorkflowTaskFailed", cause, await _message(client, attributes.failure)
+
+
+async def _message(client: Client, failure: Failure) -> str:
+    """A failure's message, with the exception type when it is an application error."""
+    # Through the data converter: with payload encryption the message travels encoded.
+    try:
+        error = await client.data_converter.decode_failure(failure)
+    except Exception:  # a codec that cannot decode it (a rotated key): the raw text, not a 500
+        return failure.message
+    message = error.message if isinstance(error, FailureError) else str(error)
+    if isinstance(error, ApplicationError) and error.type and error.type not in message:
+        message = f"{error.type}: {message}"
+    return message
 
 
 def _camel(constant: str) -> str:

@@ -63,8 +63,9 @@ class Stats:
     started: int
     state_distribution: dict[str, int]
     active_executions: int
-    stuck_executions: int
-    """Running now (whenever started) with a workflow task that keeps failing."""
+    stuck_executions: int | None
+    """Running now (whenever started) with a workflow task that keeps failing; None when this Temporal
+    has no ``TemporalReportedProblems`` to count them by."""
     closed: int
     failed: int
     error_rate: float | None
@@ -115,13 +116,16 @@ async def execution_stats(
     )
     states = list(ExecutionState)
     try:
-        counts = await asyncio.gather(
-            _count(client, started),
-            _count(client, f"{ours} AND ExecutionStatus = 'Running'"),
-            _count(client, f"{ours} AND {STUCK_CLAUSE}"),
-            _count(client, closed),
-            _count(client, f"{closed} AND ExecutionStatus IN ('Failed', 'TimedOut')"),
-            *(_count(client, f"{started} AND {names.SA_STATE.name} = '{state.value}'") for state in states),
+        stuck, counts = await asyncio.gather(
+            _stuck_count(client, ours),
+            _counts(
+                client,
+                started,
+                f"{ours} AND ExecutionStatus = 'Running'",
+                closed,
+                f"{closed} AND ExecutionStatus IN ('Failed', 'TimedOut')",
+                *(f"{started} AND {names.SA_STATE.name} = '{state.value}'" for state in states),
+            ),
         )
         closed_runs, errored_runs = await asyncio.gather(
             _list(client, closed), _list(client, f"{started} AND {names.SA_ERROR.name} IS NOT NULL")
@@ -130,7 +134,7 @@ async def execution_stats(
         if exc.status == RPCStatusCode.INVALID_ARGUMENT:
             raise BadRequest("INVALID_FILTER", exc.message) from exc
         raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
-    total, active, stuck, closed_count, failed_count, *per_state = counts
+    total, active, closed_count, failed_count, *per_state = counts
 
     durations = sorted(
         (run.close_time - run.start_time).total_seconds()
@@ -162,14 +166,25 @@ async def execution_stats(
 
 
 async def refresh_stuck_gauge(client: Client) -> None:
-    """Set ``conveyor_executions_stuck`` from visibility (NaN when Temporal does not answer in time)."""
+    """Set ``conveyor_executions_stuck`` from visibility (NaN when Temporal does not answer in time or
+    cannot count them)."""
     try:
         async with asyncio.timeout(_STUCK_COUNT_TIMEOUT_S):
-            stuck = await _count(client, f"WorkflowType = '{names.DEFINITION_WORKFLOW}' AND {STUCK_CLAUSE}")
+            stuck = await _stuck_count(client, f"WorkflowType = '{names.DEFINITION_WORKFLOW}'")
     except (RPCError, TimeoutError):
-        STUCK_EXECUTIONS.set(math.nan)
-        return
-    STUCK_EXECUTIONS.set(stuck)
+        stuck = None
+    STUCK_EXECUTIONS.set(math.nan if stuck is None else stuck)
+
+
+async def _stuck_count(client: Client, ours: str) -> int | None:
+    """How many of ``ours`` are stuck; None when the server rejects ``TemporalReportedProblems`` (a
+    Temporal older than the attribute): the rest of the stats still answer."""
+    try:
+        return await _count(client, f"{ours} AND {STUCK_CLAUSE}")
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+            return None
+        raise
 
 
 def _hourly(runs: list[WorkflowExecution], since: datetime, until: datetime) -> list[HourBucket]:
@@ -189,6 +204,10 @@ def _hourly(runs: list[WorkflowExecution], since: datetime, until: datetime) -> 
         elif run.status in _FAILED:
             bucket.failed += 1
     return buckets
+
+
+async def _counts(client: Client, *queries: str) -> list[int]:
+    return list(await asyncio.gather(*(_count(client, query) for query in queries)))
 
 
 async def _count(client: Client, query: str) -> int:
