@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -98,6 +100,21 @@ async def shown_problem(api: httpx.AsyncClient, execution_id: str) -> dict[str, 
         return found
 
     return await eventually(problem, f"the view of {execution_id} shows a problem")
+
+
+async def following(api: httpx.AsyncClient, execution_id: str) -> asyncio.subprocess.Process:
+    """``conveyor execution ID --follow`` in a child process, its output piped (one line per event)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_API")}
+    env.update(COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    return await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "api.cli", "--api", str(api.base_url)],
+        *["execution", execution_id, "--follow"],
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -201,6 +218,15 @@ async def test_a_failing_workflow_task_shows_everywhere_and_clears_when_fixed(
             assert failures and failures[0] >= 1, "the worker did not count its failed workflow tasks"
             assert alert_metrics() <= metric_names(scrape) | metric_names((await api.get("/metrics")).text)
 
+            # `conveyor execution --follow` (what `conveyor start` does) says so while it waits.
+            follower = await following(api, execution_id)
+            assert follower.stdout is not None
+            said = ""
+            async with asyncio.timeout(60):
+                while "stuck" not in said:
+                    said = (await follower.stdout.readline()).decode()
+            assert BROKEN in said and "WorkflowTaskFailedCauseWorkflowWorkerUnhandledFailure" in said
+
             await broken.shutdown()
             # The fix is deployed: a good worker takes the task over and the execution goes on.
             async with conveyor_worker(client, settings):
@@ -220,6 +246,11 @@ async def test_a_failing_workflow_task_shows_everywhere_and_clears_when_fixed(
                 await until(cleared, "/stats stops counting it")
                 page = await api.get("/api/v1/executions", params={"definition": name})
                 assert page.json()["executions"][0]["problem"] is None
+
+                # The follower saw it recover and complete: exit code 0, as `conveyor start` has.
+                rest, _ = await asyncio.wait_for(follower.communicate(), 60)
+                assert follower.returncode == 0, rest.decode()
+                assert "recovered" in rest.decode() and "COMPLETED" in rest.decode()
 
 
 async def _having(stream: list[Event], kind: str) -> bool:
