@@ -39,14 +39,12 @@ from temporalio.worker import (
 from api.cli import Event, parse_sse
 from core import problems
 from core.settings import Settings
-from core.telemetry import worker_runtime
 from core.temporal import connect
 from tests.conftest import api_settings
 from tests.support.api import running_api
-from tests.support.target import free_port
 from tests.support.waiting import eventually, until
 from tests.test_cli import conveyor
-from tests.test_telemetry import metric_names, samples
+from tests.test_telemetry import metered, metric_names, samples
 from worker import conveyor_worker
 from workflows.interpreter import DefinitionWorkflow
 
@@ -144,13 +142,7 @@ async def test_a_failing_workflow_task_shows_everywhere_and_clears_when_fixed(
     temporal_env: WorkflowEnvironment, client: Client, settings: Settings, task_queue: str, tmp_path: Path
 ) -> None:
     name = f"stuck-{uuid.uuid4().hex[:8]}"
-    metrics_port = free_port()
-    metered = Settings(
-        temporal_address=temporal_env.client.service_client.config.target_host,
-        task_queue=task_queue,
-        worker_metrics_address=f"127.0.0.1:{metrics_port}",
-    )
-    broken_client = await connect(metered, runtime=worker_runtime(metered))
+    broken_client, _, metrics_url = await metered(temporal_env, task_queue)
     broken = Worker(
         broken_client,
         task_queue=task_queue,
@@ -209,7 +201,7 @@ async def test_a_failing_workflow_task_shows_everywhere_and_clears_when_fixed(
 
             # The worker's own metric that the alert rule watches.
             async with httpx.AsyncClient() as http:
-                scrape = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+                scrape = (await http.get(metrics_url)).text
             failures = [
                 value
                 for labels, value in samples(scrape, "temporal_workflow_task_execution_failed")
