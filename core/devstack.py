@@ -28,6 +28,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from core.names import search_attribute_flags
+from core.problems import dynamic_config_flags
 from core.settings import AuthMode, Settings, get_settings
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -253,6 +254,7 @@ class DevStack:
                 *["--port", str(settings.temporal_port), "--ui-port", str(settings.temporal_ui_port)],
                 *["--namespace", settings.temporal_namespace, "--log-level", "warn"],
                 *search_attribute_flags(),
+                *dynamic_config_flags(),
                 *codec,
             ],
             env,

@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 
 from core import names
 from core.payloads import data_converter
+from core.problems import dynamic_config_flags
 from core.settings import Settings
 from tests.support.api import running_api
 from tests.support.target import Target, serve
@@ -35,6 +36,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=list(names.SEARCH_ATTRIBUTES),
         dev_server_log_level="error",
+        dev_server_extra_args=dynamic_config_flags(),
     )
     async with env:
         yield env

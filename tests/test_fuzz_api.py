@@ -25,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from core import names
+from core.problems import dynamic_config_flags
 from core.settings import Settings
 from tests.support import processes
 
@@ -58,6 +59,7 @@ async def fuzz_temporal() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=str(processes.BIN / "temporal"),
         search_attributes=list(names.SEARCH_ATTRIBUTES),
         dev_server_log_level="error",
+        dev_server_extra_args=dynamic_config_flags(),
     )
     async with env:
         yield env
