@@ -86,7 +86,7 @@ class ClaimCheckCodec(PayloadCodec):
 
 
 _UNREADABLE = re.compile(r"\\u[dD][89a-fA-F]|NaN|Infinity")
-"""What a payload holds when it may carry a lone surrogate or a non-finite number (both need a closer look)."""
+"""What a payload holds when it may carry a lone surrogate or a non-finite number: worth a closer look."""
 
 
 def readable(value: Any) -> Any:

@@ -22,7 +22,10 @@ async def connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(
-            settings.blob_dir, settings.payload_ref_bytes, encryption=encryption_codec(settings), readable=readable
+            settings.blob_dir,
+            settings.payload_ref_bytes,
+            encryption=encryption_codec(settings),
+            readable=readable,
         ),
         interceptors=client_interceptors(),
         runtime=runtime,
