@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
@@ -12,8 +12,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-if TYPE_CHECKING:
-    from core.sealing import Sealer
+from core.logging import configure_logging
+from core.sealing import Sealer, secret_sealer
+from core.settings import get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -79,12 +80,7 @@ async def migrate(engine: AsyncEngine, *, sealer: Sealer | None = None) -> None:
 async def _migrate_configured() -> None:
     """``python -m core.db``: what the API does at start before it serves, for a store many replicas share:
     the migrations, then every stored secret checked and moved to the active key (``core/resealing.py``)."""
-    import logging
-
-    from core.logging import configure_logging
-    from core.resealing import reseal
-    from core.sealing import secret_sealer
-    from core.settings import get_settings
+    from core.resealing import reseal  # here: it reaches this module through core.triggers and executions
 
     settings = get_settings()
     configure_logging(settings)

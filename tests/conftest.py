@@ -71,7 +71,8 @@ TEST_OUTBOUND_ALLOW = "127.0.0.0/8,::1,localhost"
 os.environ.setdefault("CONVEYOR_OUTBOUND_ALLOW", TEST_OUTBOUND_ALLOW)
 # The API and the worker do not start without a key for secrets at rest: one per session, for every Settings
 # the tests build and every process they start. Tests of the keys themselves pass ``secret_keys``.
-os.environ.setdefault("CONVEYOR_SECRET_KEYS__TEST", new_key())
+if not any(name.startswith("CONVEYOR_SECRET_KEYS__") for name in os.environ):
+    os.environ["CONVEYOR_SECRET_KEYS__TEST"] = new_key()
 
 
 @pytest.fixture(scope="session")

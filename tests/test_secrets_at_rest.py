@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +31,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.app import create_app
 from core import connectors, triggers
 from core.db import alembic_config, create_engine, migrate, session_factory
+from core.devstack import dev_key
 from core.models import Trigger
 from core.sealing import KeyConfigInvalid, SealedValueUnreadable, Sealer, new_key, secret_sealer
 from core.settings import Settings, get_settings
@@ -62,7 +65,8 @@ def keys(**values: str) -> dict[str, SecretStr]:
 def no_key_in_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Settings without the suite's key for secrets at rest: keys from the environment are merged into
     those a test gives, so tests of the keys themselves take it away."""
-    monkeypatch.delenv("CONVEYOR_SECRET_KEYS__TEST")
+    for name in [name for name in os.environ if name.startswith("CONVEYOR_SECRET_KEYS__")]:
+        monkeypatch.delenv(name)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -176,7 +180,7 @@ async def test_store_rows_hold_no_clear_credential_or_webhook_secret(
     assert "warehouse" in stored and given["id"] in stored and generated["id"] in stored
     for secret in (*CREDENTIALS, generated["secret"]):
         assert secret not in stored, f"{secret!r} is stored in clear"
-    assert "aes256gcm:test:" in stored
+    assert "aes256gcm:" in stored
 
     # Still usable: the API shows the masked configuration, deliveries verify against the sealed secrets.
     shown = (await api.get("/api/v1/connectors/bearer-api")).json()["config"]
@@ -554,3 +558,11 @@ def test_every_form_of_a_connector_credential_is_masked() -> None:
     found = set(connectors.credentials(http))
     assert {"a%2Bb-key", "a+b-key", BASIC_PASSWORD, BASIC_PAIR, "sess-123456"} <= found
     assert "application/json" not in found and BASIC_USER not in found and "1" not in found
+
+
+def test_make_run_keeps_one_development_key(tmp_path: Path) -> None:
+    path = tmp_path / "secret-key"
+    key = dev_key(path)
+    assert len(base64.b64decode(key, validate=True)) == 32
+    assert path.stat().st_mode & 0o777 == 0o600, "only its owner reads it"
+    assert dev_key(path) == key, "the next `make run` opens what this one sealed"
