@@ -55,29 +55,30 @@ async def reseal(sessions: async_sessionmaker[AsyncSession], sealer: Sealer) -> 
     problems: list[str] = []
     async with sessions() as session:
         for name, token in (await session.exec(select(Connector.name, Connector.sealed_config))).all():
-            done.found[key_id_of(token) or "not sealed"] += 1
-            context = connectors.sealing_context(name)
-            try:
-                plain = sealer.open(token, context=context)
-            except SealedValueUnreadable as exc:
-                problems.append(exc.message)
-                continue
-            if not sealer.is_current(token):
+            fresh = _under_active(sealer, token, connectors.sealing_context(name), done, problems)
+            if fresh != token:
                 moved = await session.exec(
                     update(Connector)
                     .where(col(Connector.name) == name, col(Connector.sealed_config) == token)
-                    .values(sealed_config=sealer.seal(plain, context=context))
+                    .values(sealed_config=fresh)
                 )
                 done.moved += moved.rowcount
         # The JSON column compared as text: PostgreSQL's json type has no equality, and the text is as stored.
         stored = cast(col(Trigger.secrets), Text)
         for trigger_id, text in (await session.exec(select(Trigger.id, stored))).all():
             entries: list[dict[str, Any]] = json.loads(text)
-            fresh = [_resealed(sealer, trigger_id, entry, done, problems) for entry in entries]
-            changed = sum(1 for new, old in zip(fresh, entries, strict=True) if new is not old)
+            context = triggers.sealing_context(trigger_id)
+            values = [str(entry.get("value", "")) for entry in entries]
+            fresh_values = [_under_active(sealer, value, context, done, problems) for value in values]
+            changed = sum(1 for new, old in zip(fresh_values, values, strict=True) if new != old)
             if changed:
+                fresh_entries = [
+                    {**entry, "value": value} for entry, value in zip(entries, fresh_values, strict=True)
+                ]
                 moved = await session.exec(
-                    update(Trigger).where(col(Trigger.id) == trigger_id, stored == text).values(secrets=fresh)
+                    update(Trigger)
+                    .where(col(Trigger.id) == trigger_id, stored == text)
+                    .values(secrets=fresh_entries)
                 )
                 done.moved += changed * moved.rowcount
         if problems:
@@ -93,17 +94,13 @@ async def reseal(sessions: async_sessionmaker[AsyncSession], sealer: Sealer) -> 
     return done
 
 
-def _resealed(
-    sealer: Sealer, trigger_id: str, entry: dict[str, Any], done: Resealed, problems: list[str]
-) -> dict[str, Any]:
-    token = str(entry.get("value", ""))
+def _under_active(sealer: Sealer, token: str, context: str, done: Resealed, problems: list[str]) -> str:
+    """``token`` under the active key: itself when it is, or does not open (noted in ``problems``), else
+    its value sealed again."""
     done.found[key_id_of(token) or "not sealed"] += 1
-    context = triggers.sealing_context(trigger_id)
     try:
         plain = sealer.open(token, context=context)
     except SealedValueUnreadable as exc:
         problems.append(exc.message)
-        return entry
-    if sealer.is_current(token):
-        return entry
-    return {**entry, "value": sealer.seal(plain, context=context)}
+        return token
+    return token if sealer.is_current(token) else sealer.seal(plain, context=context)

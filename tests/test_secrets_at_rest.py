@@ -410,32 +410,33 @@ async def test_a_wrong_or_missing_key_is_an_error_never_clear_text(
 # -- (e) a store written in clear is sealed by the migration -----------------------------------------------
 
 
-connector_table = sa.table(
-    "connectors",
-    sa.column("name", sa.String),
-    sa.column("type", sa.String),
-    sa.column("config", sa.JSON),
-    sa.column("created_at", sa.DateTime(timezone=True)),
-    sa.column("updated_at", sa.DateTime(timezone=True)),
+def table(name: str, **columns: Any) -> sa.TableClause:
+    """A table of the store as SQL sees it, with only the columns a test writes."""
+    return sa.table(name, *(sa.column(column, type_) for column, type_ in columns.items()))
+
+
+STAMP = sa.DateTime(timezone=True)
+connector_table = table(
+    "connectors", name=sa.String, type=sa.String, config=sa.JSON, created_at=STAMP, updated_at=STAMP
 )
-trigger_table = sa.table(
+trigger_table = table(
     "triggers",
-    sa.column("id", sa.String),
-    sa.column("definition", sa.String),
-    sa.column("type", sa.String),
-    sa.column("config", sa.JSON),
-    sa.column("secrets", sa.JSON),
-    sa.column("paused", sa.Boolean),
-    sa.column("created_at", sa.DateTime(timezone=True)),
-    sa.column("updated_at", sa.DateTime(timezone=True)),
+    id=sa.String,
+    definition=sa.String,
+    type=sa.String,
+    config=sa.JSON,
+    secrets=sa.JSON,
+    paused=sa.Boolean,
+    created_at=STAMP,
+    updated_at=STAMP,
 )
-definition_table = sa.table(
+definition_table = table(
     "definitions",
-    sa.column("name", sa.String),
-    sa.column("latest_version", sa.Integer),
-    sa.column("archived", sa.Boolean),
-    sa.column("created_at", sa.DateTime(timezone=True)),
-    sa.column("updated_at", sa.DateTime(timezone=True)),
+    name=sa.String,
+    latest_version=sa.Integer,
+    archived=sa.Boolean,
+    created_at=STAMP,
+    updated_at=STAMP,
 )
 CLEAR_CONNECTORS = {
     "warehouse": ("sql", SQL_CONNECTOR["config"]),
