@@ -410,7 +410,7 @@ async def test_a_wrong_or_missing_key_is_an_error_never_clear_text(
 # -- (e) a store written in clear is sealed by the migration -----------------------------------------------
 
 
-def table(name: str, **columns: Any) -> sa.TableClause:
+def table(name: str, /, **columns: Any) -> sa.TableClause:
     """A table of the store as SQL sees it, with only the columns a test writes."""
     return sa.table(name, *(sa.column(column, type_) for column, type_ in columns.items()))
 
