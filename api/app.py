@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import yaml
 from fastapi import FastAPI
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -16,6 +15,7 @@ from activities._masking import SecretMasker, masked_logs
 from api.body_limit import BodyLimit, body_limit
 from api.deps import Resources
 from api.errors import install_error_handlers
+from api.json_guard import JsonGuard
 from api.routers import (
     api_keys,
     automations,
@@ -42,6 +42,7 @@ from core.sealing import secret_sealer
 from core.settings import Settings, get_settings
 from core.telemetry import instrument_api, setup_tracing
 from core.temporal import connect
+from core.untrusted import InputRefused, parse_yaml
 from workflows.definition import DefinitionInvalid
 
 log = logging.getLogger("conveyor.api")
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions = session_factory(engine)
             # Every stored secret must open with these keys before anything is served; older keys' move on.
             log.info("secrets at rest: %s", (await reseal(sessions, sealer)).summary())
-            temporal = await connect(config)
+            temporal = await connect(config, readable=True)
             resources = Resources(config, engine, sessions, temporal, sealer)
             app.state.resources = resources
             await _bootstrap(resources)
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     instrument_api(app)
 
+    # Innermost: the guard reads the body through BodyLimit's counting, so an oversized body is a 413 first.
+    app.add_middleware(JsonGuard)
     # Settings are read per request: create_app() without settings defers them to the first use.
     app.add_middleware(BodyLimit, limit=lambda path: body_limit(settings or get_settings(), path))
     app.add_middleware(CodecCors, origin=lambda: (settings or get_settings()).temporal_ui_origin)
@@ -130,9 +133,9 @@ async def load_examples(session: AsyncSession, folder: Path) -> None:
     """Create and publish every ``*.yaml`` / ``*.json`` definition in ``folder``."""
     for path, text in await asyncio.to_thread(_read_folder, folder):
         try:
-            document = yaml.safe_load(text)
+            document = parse_yaml(text, what=path.name)
             saved = await save_definition(session, document=document, publish=True)
-        except DefinitionInvalid as exc:
+        except (DefinitionInvalid, InputRefused) as exc:
             log.error("example %s is not a valid definition: %s", path.name, exc)
             continue
         log.info(

@@ -11,7 +11,6 @@ the ``executions`` record dedupe it) and a ``deliveries`` row maps it to that ex
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import secrets as random_secrets
 import time
@@ -37,6 +36,7 @@ from core.models import Delivery, Trigger, utcnow
 from core.sealing import Sealer
 from core.settings import Settings
 from core.signatures import HmacOptions, Scheme, standard_key, verify
+from core.untrusted import InputRefused, parse_json
 from workflows.expressions import ExpressionError, check_template, render, templates_in
 
 TriggerType = Literal["webhook", "schedule", "event"]
@@ -391,10 +391,6 @@ _PURGE_EVERY_S = 60.0
 _next_purge = 0.0
 
 
-def _reject_constant(value: str) -> Any:
-    raise ValueError(f"{value} is not JSON data")
-
-
 def parse_body(body: bytes, content_type: str) -> Any:
     """The body as data: JSON, a form (GitHub's ``payload=`` form holds JSON), or text."""
     kind = content_type.split(";", 1)[0].strip().lower()
@@ -414,10 +410,10 @@ def parse_body(body: bytes, content_type: str) -> Any:
 
 def _json(body: bytes, *, strict: bool) -> Any:
     try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+        return parse_json(body)
+    except InputRefused as exc:
         if strict:
-            raise BodyInvalid("BODY_INVALID", f"the body is not valid JSON: {type(exc).__name__}") from None
+            raise BodyInvalid("BODY_INVALID", exc.message, exc.details) from None
         return body.decode("utf-8", "replace")
 
 
