@@ -407,6 +407,30 @@ async def test_a_wrong_or_missing_key_is_an_error_never_clear_text(
         await start_api(Settings(database_url=database_url, **right))  # type: ignore[arg-type]
 
 
+@pytest.mark.usefixtures("no_key_in_settings")
+async def test_a_secret_sealed_later_under_a_key_this_api_lacks_is_a_503(
+    temporal_env: WorkflowEnvironment, task_queue: str, database_url: str
+) -> None:
+    async with api_with(temporal_env, task_queue, database_url, secret_keys=keys(k1=new_key())) as api:
+        hook = await webhook(api, scheme="github", secret=HOOK_SECRET)
+        # A replica already on a key this one lacks rotates the secret while this one runs.
+        other = secret_sealer(Settings(secret_keys=keys(k9=new_key())))
+        engine = create_engine(database_url)
+        try:
+            async with engine.begin() as connection:
+                entry = triggers.secret_entry(other, hook["id"], HOOK_SECRET)
+                await connection.execute(
+                    trigger_table.update().where(trigger_table.c.id == hook["id"]).values(secrets=[entry])
+                )
+        finally:
+            await engine.dispose()
+        answer = await deliver(api, hook, HOOK_SECRET)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error_code"] == "SECRET_UNREADABLE"
+    assert "sealed with key 'k9'" in answer.json()["message"]
+    assert HOOK_SECRET not in answer.text
+
+
 # -- (e) a store written in clear is sealed by the migration -----------------------------------------------
 
 
