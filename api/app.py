@@ -37,6 +37,8 @@ from core.api_keys import Role, create_key
 from core.db import create_engine, migrate, session_factory
 from core.definitions import save_definition
 from core.logging import configure_logging
+from core.resealing import reseal
+from core.sealing import secret_sealer
 from core.settings import Settings, get_settings
 from core.telemetry import instrument_api, setup_tracing
 from core.temporal import connect
@@ -55,14 +57,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # uvicorn configures only its own loggers; a host that configured logging (a test run) keeps its own.
         configure_logging(config, force=False)
         setup_tracing(config, service="conveyor-api")
+        sealer = secret_sealer(config)  # no key for secrets at rest: no start
         engine = create_engine(config.database_url)
-        if config.migrate_on_start:
-            await migrate(engine)
-        temporal = await connect(config, readable=True)
-        resources = Resources(config, engine, session_factory(engine), temporal)
-        app.state.resources = resources
-        await _bootstrap(resources)
         try:
+            if config.migrate_on_start:
+                await migrate(engine, sealer=sealer)
+            sessions = session_factory(engine)
+            # Every stored secret must open with these keys before anything is served; older keys' move on.
+            log.info("secrets at rest: %s", (await reseal(sessions, sealer)).summary())
+            temporal = await connect(config, readable=True)
+            resources = Resources(config, engine, sessions, temporal, sealer)
+            app.state.resources = resources
+            await _bootstrap(resources)
             # The API reads the same secrets (and its bootstrap key): whatever it logs shows them masked.
             secrets = [s.get_secret_value() for s in config.secrets.values()]
             if config.bootstrap_admin_key is not None:

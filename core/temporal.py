@@ -11,9 +11,7 @@ from core.settings import Settings
 from core.telemetry import client_interceptors
 
 
-async def connect(
-    settings: Settings, *, runtime: Runtime | None = None, readable: bool = False
-) -> Client:
+async def connect(settings: Settings, *, runtime: Runtime | None = None, readable: bool = False) -> Client:
     """A client for the configured frontend and namespace, with payloads by reference (encrypted when the
     settings hold keys, ``core.codec``) and tracing; a worker passes the runtime that serves its metrics
     (``core.telemetry.worker_runtime``), the API asks for values it can always answer with (``readable``,
