@@ -40,6 +40,7 @@ from core.sealing import SealedValueUnreadable, Sealer
 from core.settings import Settings
 from workflows import errors
 from workflows.messages import StepOutcome, StepRequest
+from workflows.sql import statements as sql_statements
 from workflows.steps import DatabaseQueryConfig, parse_config
 
 StatementKind = Literal["read", "write"]
@@ -221,7 +222,7 @@ def statement_kind(sql: str, connector: SqlConnectorConfig) -> StatementKind:
     """Whether ``sql`` reads or writes; anything but one SELECT / INSERT / UPDATE / DELETE is refused."""
     dialect = "sqlite" if make_url(connector.url).get_backend_name() == "sqlite" else "postgres"
     try:
-        statements = [s for s in sqlglot.parse(sql, dialect=dialect) if s is not None]
+        statements = sql_statements(sql, dialect)
     except sqlglot.errors.SqlglotError as exc:
         raise ApplicationError(
             f"the SQL could not be parsed: {_first_line(exc)}", type=errors.SQL_ERROR, non_retryable=True

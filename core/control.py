@@ -18,7 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core import names
 from core.errors import BadRequest, Conflict, ConveyorError, NotFound, Unavailable, Unprocessable
-from core.executions import describe_handle, state_of, visibility_query
+from core.executions import describe_handle, request_cancel, state_of, visibility_query
 from workflows import errors
 from workflows.inputs import input_problems, merge_patch
 from workflows.messages import (
@@ -240,7 +240,7 @@ async def bulk(
                 elif action == "resume":
                     await resume_execution(client, execution_id, actor=actor)
                 else:
-                    await client.get_workflow_handle(execution_id).cancel()
+                    await request_cancel(client, execution_id, actor=actor)
                 report.succeeded += 1
             except ConveyorError as exc:
                 report.failed.append(

@@ -24,6 +24,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -48,7 +49,14 @@ from core.listeners import anyone_listens_to_executions
 from core.models import ExecutionRecord
 from core.problems import STUCK_CLAUSE, Problem, execution_problem, reported_problem
 from workflows.definition import Definition
-from workflows.messages import ChildDefinition, ExecutionInput, ExecutionSnapshot
+from workflows.messages import (
+    CancelRequest,
+    ChildDefinition,
+    ControlRequest,
+    ControlResult,
+    ExecutionInput,
+    ExecutionSnapshot,
+)
 from workflows.states import ExecutionState
 
 _QUERY_TIMEOUT = timedelta(seconds=5)
@@ -218,23 +226,63 @@ async def _repeat(client: Client, existing: ExecutionRecord) -> Started:
 
 
 async def wait_for_result(client: Client, started: Started, seconds: float) -> Started:
-    """``started`` updated with the outcome if the execution closes within ``seconds``."""
+    """``started`` updated with the outcome once the execution closes, or parks for an operator (SUSPENDED,
+    with its error), within ``seconds``; after that, with its state and any error so far."""
     handle = client.get_workflow_handle(started.execution_id, result_type=ExecutionSnapshot)
     try:
-        snapshot = await asyncio.wait_for(_closed_snapshot(handle), timeout=seconds)
+        async with asyncio.timeout(seconds):
+            snapshot = await _closed_or_parked(handle)
     except TimeoutError:
         try:
             description = await handle.describe()
         except RPCError:
             return started
-        started.state = state_of(description)
-        problem = await execution_problem(client, description)
+        snapshot, problem = await asyncio.gather(
+            _so_far(handle, description), execution_problem(client, description)
+        )
         started.problem = _plain(problem)
-        return started
     started.state = snapshot.get("state", started.state)
     started.output = snapshot.get("output")
     started.error = snapshot.get("error")
     return started
+
+
+async def _closed_or_parked(handle: WorkflowHandle[Any, ExecutionSnapshot]) -> dict[str, Any]:
+    closed = asyncio.create_task(_closed_snapshot(handle))
+    parked = asyncio.create_task(_until_parked(handle))
+    try:
+        await asyncio.wait({closed, parked}, return_when=asyncio.FIRST_COMPLETED)
+        if closed.done() or not await parked:
+            return await closed
+        try:
+            description = await handle.describe()
+        except RPCError:
+            return {"state": ExecutionState.SUSPENDED.value}
+        return await _so_far(handle, description)
+    finally:
+        for task in (closed, parked):
+            task.cancel()
+        await asyncio.gather(closed, parked, return_exceptions=True)
+
+
+async def _until_parked(handle: WorkflowHandle[Any, Any]) -> bool:
+    """True once the execution is SUSPENDED; False when it cannot say (it closed first, or its worker
+    predates the update, whose catch-all handler refuses it)."""
+    try:
+        await handle.execute_update(names.UPDATE_SETTLED, ControlRequest(), result_type=ControlResult)
+    except (WorkflowUpdateFailedError, RPCError):
+        return False
+    return True
+
+
+async def _so_far(
+    handle: WorkflowHandle[Any, ExecutionSnapshot], description: WorkflowExecutionDescription
+) -> dict[str, Any]:
+    """The execution's snapshot as it is now, its state resolved."""
+    snapshot = await _snapshot(handle, description)
+    # A closed run's Temporal status is the truth (a terminated run never recorded its own end).
+    closed = _STATUS_STATE.get(description.status) if description.status else None
+    return {**snapshot, "state": closed.value if closed else snapshot.get("state") or state_of(description)}
 
 
 async def describe_execution(client: Client, execution_id: str) -> dict[str, Any]:
@@ -242,18 +290,15 @@ async def describe_execution(client: Client, execution_id: str) -> dict[str, Any
     handle = client.get_workflow_handle(execution_id, result_type=ExecutionSnapshot)
     description = await describe_handle(handle)
     snapshot, problem = await asyncio.gather(
-        _snapshot(handle, description), execution_problem(client, description)
+        _so_far(handle, description), execution_problem(client, description)
     )
-    # A closed run's Temporal status is the truth (a terminated run never recorded its own end).
-    closed = _STATUS_STATE.get(description.status) if description.status else None
-    state = closed.value if closed else snapshot.get("state") or state_of(description)
     return {
         "execution_id": execution_id,
         "run_id": description.run_id,
         "definition": snapshot.get("definition")
         or description.typed_search_attributes.get(names.SA_DEFINITION),
         "version": snapshot.get("version") or description.typed_search_attributes.get(names.SA_VERSION),
-        "state": state,
+        "state": snapshot["state"],
         "temporal_status": description.status.name if description.status else None,
         "stage": description.typed_search_attributes.get(names.SA_STAGE),
         "current_step": snapshot.get("current_step"),
@@ -280,9 +325,10 @@ async def execution_history(client: Client, execution_id: str) -> list[dict[str,
 
 
 async def cancel_execution(
-    client: Client, execution_id: str, *, terminate: bool = False, reason: str = ""
+    client: Client, execution_id: str, *, terminate: bool = False, reason: str = "", actor: str | None = None
 ) -> str:
-    """Request cancellation (cleanup steps run) or terminate (nothing more runs) a running execution."""
+    """Request cancellation (cleanup steps run) or terminate (nothing more runs) a running execution; the
+    execution records a cancellation's ``actor`` and ``reason`` in its history."""
     handle = client.get_workflow_handle(execution_id)
     description = await describe_handle(handle)
     if description.status != WorkflowExecutionStatus.RUNNING:
@@ -294,8 +340,14 @@ async def cancel_execution(
     if terminate:
         await handle.terminate(reason=reason or "terminated through the API")
         return "terminated"
-    await handle.cancel()
+    await request_cancel(client, execution_id, actor=actor, reason=reason)
     return "cancel_requested"
+
+
+async def request_cancel(client: Client, execution_id: str, *, actor: str | None, reason: str = "") -> None:
+    """Ask Temporal to cancel the execution on behalf of ``actor`` (see ``CancelRequest``)."""
+    handle = client.get_workflow_handle(execution_id)
+    await handle.cancel(reason=CancelRequest(actor=actor, reason=reason).encode())
 
 
 @dataclass

@@ -41,10 +41,11 @@ with workflow.unsafe.imports_passed_through():
         dependencies,
         parse_structure,
     )
-    from workflows.durations import parse_duration
+    from workflows.durations import MAX_SECONDS, parse_duration
     from workflows.inputs import input_problems, merge_patch
     from workflows.messages import (
         AdvanceRequest,
+        CancelRequest,
         ControlRequest,
         ControlResult,
         EventsRequest,
@@ -93,10 +94,20 @@ PATCH_FOREACH_CHILDREN = "foreach-concurrent-children"
 own history, one at a time at ``parallelism`` up to ``batch_size``, and left a child being started
 behind when the execution was cancelled."""
 
+PATCH_CANCELLED_WAIT = "cancelled-wait-is-not-resolved"
+"""Histories from before it moved an execution cancelled in a ``wait`` step to PROCESSING ("<event>
+resolved") on its way to CANCELLED."""
+
+PATCH_WAIT_TIMEOUT_PARKS = "wait-timeout-parks"
+"""Histories from before it retried a timed-out ``wait`` (``on_timeout: fail``) like a system error, whose
+retries only waited again, instead of parking the execution for an operator at once."""
+
+PATCH_WAIT_TIMEOUT_POSITIVE = "wait-timeout-positive"
+"""Histories from before it refused a ``wait`` timeout that a template rendered to 0s (it timed out at once
+then, and the execution went to RETRYING)."""
+
 DONE = frozenset({"completed", "skipped", "recovered"})
 """Step statuses a resumed execution does not run again."""
-
-MAX_DURATION_S = 10 * 365 * 86400.0
 
 FOREACH_BATCH = 100
 """Items a ``foreach`` runs in its own history; longer lists go to child workflows (``workflows.fanout``)."""
@@ -313,6 +324,7 @@ class DefinitionWorkflow:
                 self._move(ExecutionState.FAILED, failure.error.message, step=failure.error.step)
             self._event("failed", failure.error.step, {"error": _error_view(failure.error)})
             await self._run_cleanup()
+            self._skip_unrun()
             await self._publish("execution.failed", {"error": _error_view(failure.error)})
             self._closed_at = self._now()
             where = f"step {failure.error.step}" if failure.error.step else "execution"
@@ -327,17 +339,22 @@ class DefinitionWorkflow:
             admitted = self._state is not ExecutionState.QUEUED  # QUEUED here: still waiting for its lane
             if self._state is ExecutionState.RETRYING:  # the table leaves RETRYING only for QUEUED
                 self._move(ExecutionState.QUEUED, "cancelled while waiting to retry")
-            # A lane's cancel_new / cancel_oldest gives its reason ("limit reached ...").
-            self._move(ExecutionState.CANCELLED, workflow.cancellation_reason() or "cancellation requested")
-            self._event("cancelled")
+            # The API's cancel names its caller; a lane's cancel_new / cancel_oldest gives its reason.
+            cancel = CancelRequest.decode(workflow.cancellation_reason())
+            self._move(
+                ExecutionState.CANCELLED, cancel.reason or "cancellation requested", actor=cancel.actor
+            )
+            self._event("cancelled", data={"by": cancel.actor, "reason": cancel.reason})
             if admitted:
                 await self._run_cleanup()
+            self._skip_unrun()
             self._closed_at = self._now()
             raise
         finally:
             await self._release()
         if self._stage_names:
             workflow.upsert_search_attributes([names.SA_STAGE.value_set(names.STAGE_DONE)])
+        self._skip_unrun()
         self._move(ExecutionState.COMPLETED, "all steps finished")
         self._event("completed", data={"output": self._output})
         await self._publish("execution.completed", {"output": self._output})
@@ -432,7 +449,7 @@ class DefinitionWorkflow:
         policy = self._definition.failure
         if failure.final:
             return False
-        if not errors.is_data_error(error.code) and self._retries_used < len(policy.retries):
+        if self._retried(error) and self._retries_used < len(policy.retries):
             delay = policy.retries[self._retries_used]
             self._retries_used += 1
             self._move(ExecutionState.RETRYING, f"retry {self._retries_used} in {delay:g}s", step=error.step)
@@ -465,6 +482,14 @@ class DefinitionWorkflow:
         self._event("resumed", error.step, {"action": decision.action, "actor": actor})
         self._move(ExecutionState.PROCESSING, "picked up again")
         return True
+
+    @staticmethod
+    def _retried(error: StepError) -> bool:
+        """Whether the failure policy's ``retries`` apply: system errors, which may pass. Not data errors, and
+        not a ``wait`` that timed out: running it again would only wait again."""
+        if errors.is_data_error(error.code):
+            return False
+        return not (error.code == errors.WAIT_TIMEOUT and workflow.patched(PATCH_WAIT_TIMEOUT_PARKS))
 
     # -- control updates ----------------------------------------------------------------------------------
 
@@ -525,6 +550,14 @@ class DefinitionWorkflow:
     def _check_resume(self, request: ControlRequest) -> None:
         if self._pause is None:
             raise self._invalid_state("resume", "an execution suspended with `suspend`")
+
+    @workflow.update(name=names.UPDATE_SETTLED, unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
+    async def settled(self, request: ControlRequest) -> ControlResult:
+        """Answer once the execution is SUSPENDED, parked for an operator: a start with ``wait`` then answers
+        at once, with the error, rather than waiting for a result that will not come by itself. Left
+        unanswered (abandoned) when the execution closes first; the caller reads its result then."""
+        await workflow.wait_condition(lambda: self._state is ExecutionState.SUSPENDED)
+        return ControlResult(state=self._state.value, message="waiting for an operator")
 
     @workflow.update(name=names.UPDATE_ADVANCE)
     async def advance(self, request: AdvanceRequest) -> ControlResult:
@@ -940,10 +973,13 @@ class DefinitionWorkflow:
         if self._waits == 1 and self._state is ExecutionState.PROCESSING:
             self._move(ExecutionState.WAITING, f"waiting for {name}", step=step.id)
             self._event("waiting", step.id, {"event": name})
+        ended = f"the wait for {name} failed"
         try:
             limit = (
                 self._seconds(step, config.timeout, "with.timeout") if config.timeout is not None else None
             )
+            if limit == 0 and workflow.patched(PATCH_WAIT_TIMEOUT_POSITIVE):
+                raise self._config_error(step, "with.timeout: a wait's timeout must be more than 0s")
             deadline = workflow.time() + limit if limit is not None else None
             while True:
                 try:
@@ -953,15 +989,20 @@ class DefinitionWorkflow:
                         timeout_summary=f"{step.id} timeout",
                     )
                 except builtins.TimeoutError:
+                    ended = f"no {name} before the timeout"
                     return await self._on_wait_timeout(step, config)
                 payload = self._signals[name].pop(0)
                 problems = self._decision_problems(name, payload)
                 if not problems:
+                    ended = f"{name} resolved"
                     return payload
                 # Sent before this wait began, so never checked: it does not answer this wait.
                 self._log(
                     "warning", f"{name} ignored: {problems[0]['message']}", step.id, {"problems": problems}
                 )
+        except asyncio.CancelledError:
+            ended = f"the wait for {name} was cancelled"
+            raise
         finally:
             self._waits -= 1
             # Several waits (loop iterations) may wait for one name: only this one is done.
@@ -970,8 +1011,17 @@ class DefinitionWorkflow:
                 waiting.remove(config)
             if not waiting:
                 self._expecting.pop(name, None)
-            if self._waits == 0 and self._state is ExecutionState.WAITING:
-                self._move(ExecutionState.PROCESSING, f"{name} resolved", step=step.id)
+            if (
+                self._waits == 0
+                and self._state is ExecutionState.WAITING
+                and not self._cancelled_while_waiting()
+            ):
+                self._move(ExecutionState.PROCESSING, ended, step=step.id)
+
+    def _cancelled_while_waiting(self) -> bool:
+        """Whether the execution itself is being cancelled (not a wait cancelled by a failed sibling): it
+        goes from WAITING to CANCELLED, recorded by the cancellation with who asked for it."""
+        return workflow.cancellation_reason() is not None and workflow.patched(PATCH_CANCELLED_WAIT)
 
     async def _on_wait_timeout(self, step: Step, config: WaitConfig) -> Any:
         policy = step.on_timeout or "fail"
@@ -1198,7 +1248,7 @@ class DefinitionWorkflow:
             timedelta(seconds=seconds)  # refuses what a timer could not hold
         except (ValueError, TypeError, OverflowError) as exc:
             raise self._config_error(step, f"{field}: {exc}") from None
-        if seconds > MAX_DURATION_S:
+        if seconds > MAX_SECONDS:
             raise self._config_error(step, f"{field}: {seconds:g} s is longer than ten years")
         return seconds
 
@@ -1420,6 +1470,14 @@ class DefinitionWorkflow:
             if error is not None:
                 data["error"] = _error_view(error)
             self._event(kind, record.id, data)
+
+    def _skip_unrun(self) -> None:
+        """As the execution closes: steps that never started will not run now, so they are skipped (a
+        switch's other branches, steps after a ``succeed`` or a failure, ``on_error`` steps of a run that
+        did not fail), not left ``pending`` as if they might."""
+        for record in self._records.values():
+            if record.status == "pending":
+                self._finish(record, "skipped")
 
     def _final_output(self) -> Any:
         if self._definition.output is not None:

@@ -10,15 +10,25 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from workflows import expressions
+from workflows import expressions, sql
 from workflows.data_ops import NORMALIZERS
-from workflows.definition import SecondsOrTemplate, json_path
+from workflows.definition import SAVING, SecondsOrTemplate, TimeoutOrTemplate, json_path, saving
 
 if TYPE_CHECKING:
     from workflows.definition import Step
@@ -124,7 +134,8 @@ class WaitConfig(StepConfig):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     event: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
-    timeout: SecondsOrTemplate | None = None
+    timeout: TimeoutOrTemplate | None = None
+    """More than 0s: a wait that may not wait is a mistake (a template yielding 0 fails the step)."""
     default: Any = None
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
 
@@ -198,7 +209,7 @@ class StageConfig(StepConfig):
     """Key of the item's file in the blob store (an uploaded item's ``{{ input.file.blob }}``)."""
     task_queue: str | None = Field(default=None, pattern=r"^[^{}\s]{1,200}$")
     """A queue other than ``stage.<stage>``; literal too (the stage's workers are started for it)."""
-    heartbeat_timeout: SecondsOrTemplate = 30.0
+    heartbeat_timeout: TimeoutOrTemplate = 30.0
     """A worker that stops heartbeating this long (it died) loses the item to another worker."""
 
 
@@ -223,6 +234,18 @@ class DelayConfig(StepConfig):
     duration: SecondsOrTemplate | None = None
     until: str | None = None
 
+    @field_validator("until")
+    @classmethod
+    def _iso(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and saving(info) and not expressions.is_template(value):
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an ISO 8601 time, e.g. '2030-01-31T09:00:00Z' (or a template)"
+                ) from None
+        return value
+
     @model_validator(mode="after")
     def _one_of(self) -> DelayConfig:
         if (self.duration is None) == (self.until is None):
@@ -241,6 +264,42 @@ class SucceedConfig(StepConfig):
     """``succeed``: end the execution at once, with ``output`` as its result."""
 
     output: Any = None
+
+
+WEB_SCHEMES = ("http", "https")
+
+
+def _web_url(value: Any, info: ValidationInfo) -> Any:
+    """Saving: a URL written out is http(s) with a host, and so is the scheme written before a template
+    (``file://{{ input.path }}``). A URL a template yields is checked by the outbound guard as it is sent."""
+    if not isinstance(value, str) or not saving(info):
+        return value
+    if expressions.is_template(value):
+        written = re.split(r"\{[{%]", value, maxsplit=1)[0]
+        scheme = written.partition("://")[0] if "://" in written else None
+        host = True
+    else:
+        parts = urlsplit(value)
+        scheme, host = parts.scheme, bool(parts.netloc)
+    if scheme is not None and (scheme.lower() not in WEB_SCHEMES or not host):
+        shown = f"; this one is {scheme!r}" if scheme and scheme.lower() not in WEB_SCHEMES else ""
+        raise ValueError(f"must be an http:// or https:// URL with a host{shown}")
+    return value
+
+
+def _path_below_base_url(value: Any, info: ValidationInfo) -> Any:
+    if isinstance(value, str) and saving(info) and ("://" in value or value.startswith("//")):
+        raise ValueError("a path below the connector's base_url, not a URL")
+    return value
+
+
+def _single_statement(value: Any, info: ValidationInfo) -> Any:
+    """Saving: the SQL is one statement (the activity parses it again for the connector's database)."""
+    if isinstance(value, str) and saving(info):
+        problem = sql.single_statement_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+    return value
 
 
 class HttpAuth(StepConfig):
@@ -274,12 +333,14 @@ class HttpRequestConfig(StepConfig):
     body: Any = None
     form: dict[str, Any] | None = None
     auth: HttpAuth | None = None
-    timeout: SecondsOrTemplate | None = None
+    timeout: TimeoutOrTemplate | None = None
     raise_for_status: bool = True
     idempotency_key: bool = False
     """Send ``Idempotency-Key: <execution id>/<step id>/<activity id>``: one value per run of the step (a
     loop item is a run), the same on every retry of it, so a receiver that dedupes sees a request sent
     again after a worker died as the same effect."""
+
+    _url = field_validator("url")(_web_url)
 
     @model_validator(mode="before")
     @classmethod
@@ -303,6 +364,8 @@ class NotificationConfig(StepConfig):
     to: list[str] | str | None = None
     """Email recipients: a list, or one string with addresses separated by commas."""
     subject: str | None = None
+
+    _urls = field_validator("url", "webhook_url")(_web_url)
 
     @model_validator(mode="after")
     def _channel_needs(self) -> NotificationConfig:
@@ -354,6 +417,7 @@ class DatabaseQueryConfig(StepConfig):
     max_rows: int = Field(default=1000, ge=1, le=100_000)
 
     _sql = field_validator("sql", mode="before")(_sql_without_templates)
+    _one_statement = field_validator("sql")(_single_statement)
     _params = field_validator("params", mode="before")(_template_or("an object"))
     _params_each = field_validator("params_each", mode="before")(_template_or("a list of objects"))
 
@@ -385,9 +449,11 @@ class DataFetchConfig(StepConfig):
     items: str | None = None
     paging: FetchPaging = FetchPaging()
     max_items: int = Field(default=10_000, ge=1, le=1_000_000)
-    timeout: SecondsOrTemplate | None = None
+    timeout: TimeoutOrTemplate | None = None
 
     _sql = field_validator("sql", "query", mode="before")(_sql_without_templates)
+    _one_statement = field_validator("sql", "query")(_single_statement)
+    _path = field_validator("path")(_path_below_base_url)
     _params = field_validator("params", mode="before")(_template_or("an object"))
 
     @model_validator(mode="before")
@@ -458,7 +524,7 @@ class AiProcessConfig(StepConfig):
     instructions: str | None = None
     provider: Literal["local", "openai"] | None = None
     model: str | None = None
-    timeout: SecondsOrTemplate | None = None
+    timeout: TimeoutOrTemplate | None = None
 
     @model_validator(mode="after")
     def _task_needs(self) -> AiProcessConfig:
@@ -538,7 +604,7 @@ STEP_TYPES: dict[str, StepType] = {
 def config_problems(step: Step) -> Iterator[tuple[str, str]]:
     """Problems with a step's ``with`` as written, as (path below ``with``, message)."""
     try:
-        STEP_TYPES[step.type].config.model_validate(step.with_)
+        STEP_TYPES[step.type].config.model_validate(step.with_, context=SAVING)
     except ValidationError as exc:
         for error in exc.errors():
             yield json_path(tuple(error["loc"]))[1:], error["msg"]

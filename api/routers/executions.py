@@ -261,9 +261,9 @@ async def execution_history(
 
 
 @router.post("/executions/{execution_id:path}/cancel", response_model=ControlResponse, status_code=202)
-async def cancel_execution(temporal: TemporalDep, _caller: Operator, execution_id: str) -> ControlResponse:
+async def cancel_execution(temporal: TemporalDep, caller: Operator, execution_id: str) -> ControlResponse:
     """Request cancellation: running steps are cancelled, then the definition's on_error steps run."""
-    result = await service.cancel_execution(temporal, execution_id)
+    result = await service.cancel_execution(temporal, execution_id, actor=caller.name)
     return ControlResponse(execution_id=execution_id, result=result)
 
 
