@@ -17,15 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
-import sqlglot
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
-from sqlglot import exp
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -40,11 +38,10 @@ from core.sealing import SealedValueUnreadable, Sealer
 from core.settings import Settings
 from workflows import errors
 from workflows.messages import StepOutcome, StepRequest
-from workflows.sql import statements as sql_statements
+from workflows.sql import SqlRefused, StatementKind
+from workflows.sql import statement_kind as sql_statement_kind
 from workflows.steps import DatabaseQueryConfig, parse_config
 
-StatementKind = Literal["read", "write"]
-_WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
 _CONNECT_TIMEOUT_S = 10.0
 
 
@@ -222,30 +219,9 @@ def statement_kind(sql: str, connector: SqlConnectorConfig) -> StatementKind:
     """Whether ``sql`` reads or writes; anything but one SELECT / INSERT / UPDATE / DELETE is refused."""
     dialect = "sqlite" if make_url(connector.url).get_backend_name() == "sqlite" else "postgres"
     try:
-        statements = sql_statements(sql, dialect)
-    except sqlglot.errors.SqlglotError as exc:
-        raise ApplicationError(
-            f"the SQL could not be parsed: {_first_line(exc)}", type=errors.SQL_ERROR, non_retryable=True
-        ) from None
-    if len(statements) != 1:
-        raise ApplicationError(
-            f"a step runs exactly one SQL statement; found {len(statements)}",
-            type=errors.SQL_ERROR,
-            non_retryable=True,
-        )
-    root = statements[0]
-    if isinstance(root, _WRITES):
-        return "write"
-    if isinstance(root, exp.Query):
-        # Data-modifying CTEs (WITH d AS (DELETE ... RETURNING *) SELECT ...) and SELECT INTO write too.
-        if any(True for _ in root.find_all(*_WRITES)) or root.args.get("into") is not None:
-            return "write"
-        return "read"
-    raise ApplicationError(
-        f"{root.key.upper()} statements are not run by steps; only SELECT, INSERT, UPDATE and DELETE",
-        type=errors.SQL_ERROR,
-        non_retryable=True,
-    )
+        return sql_statement_kind(sql, dialect)
+    except SqlRefused as exc:
+        raise ApplicationError(str(exc), type=errors.SQL_ERROR, non_retryable=True) from None
 
 
 async def run_statement(

@@ -293,13 +293,17 @@ def _path_below_base_url(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-def _single_statement(value: Any, info: ValidationInfo) -> Any:
-    """Saving: the SQL is one statement (the activity parses it again for the connector's database)."""
-    if isinstance(value, str) and saving(info):
-        problem = sql.single_statement_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-    return value
+def _runnable_sql(*, read_only: bool) -> Any:
+    """Saving: the SQL is one statement a step runs (the activity parses it again for its connector)."""
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and saving(info):
+            problem = sql.problem_at_save(value, read_only=read_only)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+    return check
 
 
 class HttpAuth(StepConfig):
@@ -417,7 +421,7 @@ class DatabaseQueryConfig(StepConfig):
     max_rows: int = Field(default=1000, ge=1, le=100_000)
 
     _sql = field_validator("sql", mode="before")(_sql_without_templates)
-    _one_statement = field_validator("sql")(_single_statement)
+    _runnable = field_validator("sql")(_runnable_sql(read_only=False))
     _params = field_validator("params", mode="before")(_template_or("an object"))
     _params_each = field_validator("params_each", mode="before")(_template_or("a list of objects"))
 
@@ -452,7 +456,7 @@ class DataFetchConfig(StepConfig):
     timeout: TimeoutOrTemplate | None = None
 
     _sql = field_validator("sql", "query", mode="before")(_sql_without_templates)
-    _one_statement = field_validator("sql", "query")(_single_statement)
+    _runnable = field_validator("sql", "query")(_runnable_sql(read_only=True))
     _path = field_validator("path")(_path_below_base_url)
     _params = field_validator("params", mode="before")(_template_or("an object"))
 
