@@ -20,6 +20,8 @@ class ReplayCase:
     definition: dict[str, Any]
     input: dict[str, Any] = field(default_factory=dict)
     cancel_after_s: float | None = None
+    cancel_by: str | None = None
+    """Who cancels it, sent as the API sends it (``CancelRequest``)."""
     signals: tuple[tuple[str, Any], ...] = ()
     """Sent once the execution is WAITING."""
     retry_patch: dict[str, Any] | None = None
@@ -185,6 +187,35 @@ FLOW: list[ReplayCase] = [
             ],
         },
         signals=(("approve", {"by": "ada"}),),
+    ),
+    ReplayCase(
+        "flow-cancel-while-waiting",
+        {
+            "name": "flow-cancel-while-waiting",
+            "steps": [{"id": "approval", "type": "wait", "with": {"event": "approve"}}],
+            "on_error": [{"id": "tidy", "type": "set", "with": {"tidied": True}}],
+        },
+        cancel_after_s=1.0,
+        cancel_by="ada",
+    ),
+    ReplayCase(
+        "flow-wait-timeout-fails",
+        {
+            "name": "flow-wait-timeout-fails",
+            "failure": {"suspend": False, "retries": [60]},
+            "steps": [{"id": "approval", "type": "wait", "with": {"event": "approve", "timeout": "500ms"}}],
+        },
+    ),
+    ReplayCase(
+        "flow-wait-zero-timeout",
+        {
+            "name": "flow-wait-zero-timeout",
+            "failure": {"suspend": False, "retries": [60]},
+            "steps": [
+                {"id": "approval", "type": "wait", "with": {"event": "approve", "timeout": "{{ input.t }}"}}
+            ],
+        },
+        {"t": 0},
     ),
     ReplayCase(
         "flow-park-and-retry",
