@@ -274,16 +274,16 @@ def _web_url(value: Any, info: ValidationInfo) -> Any:
     (``file://{{ input.path }}``). A URL a template yields is checked by the outbound guard as it is sent."""
     if not isinstance(value, str) or not saving(info):
         return value
-    if expressions.is_template(value):
-        written = re.split(r"\{[{%]", value, maxsplit=1)[0]
-        scheme = written.partition("://")[0] if "://" in written else None
-        host = True
-    else:
-        parts = urlsplit(value)
-        scheme, host = parts.scheme, bool(parts.netloc)
-    if scheme is not None and (scheme.lower() not in WEB_SCHEMES or not host):
-        shown = f"; this one is {scheme!r}" if scheme and scheme.lower() not in WEB_SCHEMES else ""
-        raise ValueError(f"must be an http:// or https:// URL with a host{shown}")
+    written = re.split(r"\{[{%]", value, maxsplit=1)[0]
+    templated = written != value
+    if templated and "://" not in written:
+        return value  # the template gives the scheme
+    parts = urlsplit(written)
+    if parts.scheme.lower() not in WEB_SCHEMES:
+        which = f"not {parts.scheme!r}" if parts.scheme else "this one has no scheme"
+        raise ValueError(f"must be an http:// or https:// URL, {which}")
+    if not templated and not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL with a host")
     return value
 
 
