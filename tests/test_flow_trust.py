@@ -389,3 +389,36 @@ async def test_a_snapshot_saved_before_a_check_still_runs(client: Client, worker
     document = definition({"id": "a", "type": "transform", "timeout": 0, "with": {"value": 5}})
     result = await completes(client, worker.task_queue, document)
     assert result.output == 5
+
+
+# -- signals and updates by name ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        ("signals", "lane_verdict"),
+        ("signals", "bad name"),
+        ("updates", "conveyor:settled"),
+        ("updates", "x" * 65),
+    ],
+)
+async def test_signals_and_updates_by_name_are_only_those_a_wait_can_take(
+    api: httpx.AsyncClient, kind: str, name: str
+) -> None:
+    document = definition({"id": "approval", "type": "wait", "with": {"event": "approve"}})
+    await _create(api, document)
+    execution_id = (await api.post(f"/api/v1/definitions/{document['name']}/executions", json={})).json()[
+        "execution_id"
+    ]
+    refused = await api.post(f"/api/v1/executions/{execution_id}/{kind}/{name}", json={"payload": {}})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error_code"] == "INVALID_NAME" and refused.json()["details"] == {"field": "name"}
+    sent = await api.post(f"/api/v1/executions/{execution_id}/signals/approve", json={"payload": {"ok": 1}})
+    assert sent.status_code == 202
+    for _ in range(200):
+        view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
+        if view["closed_at"]:
+            break
+        await asyncio.sleep(0.05)
+    assert view["state"] == "COMPLETED" and view["output"] == {"ok": 1}

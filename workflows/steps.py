@@ -128,12 +128,16 @@ class ValidateConfig(StepConfig):
     fail_on_invalid: bool = False
 
 
+EVENT_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+"""The signal or update names a ``wait`` step waits for."""
+
+
 class WaitConfig(StepConfig):
     """``wait``: until the signal or update named ``event`` arrives (its payload is the output)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    event: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+    event: str = Field(pattern=EVENT_NAME)
     timeout: TimeoutOrTemplate | None = None
     """More than 0s: a wait that may not wait is a mistake (a template yielding 0 fails the step)."""
     default: Any = None
