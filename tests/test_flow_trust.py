@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -31,6 +32,18 @@ def definition(*steps: dict[str, Any], **fields: Any) -> dict[str, Any]:
 async def _create(api: httpx.AsyncClient, document: dict[str, Any]) -> None:
     answer = await api.post("/api/v1/definitions", json=document)
     assert answer.status_code == 201, answer.text
+
+
+async def _view_when(
+    api: httpx.AsyncClient, execution_id: str, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    view: dict[str, Any] = {}
+    for _ in range(400):
+        view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
+        if done(view):
+            return view
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{execution_id} never got there: {view}")
 
 
 async def _until_state(handle: WorkflowHandle[Any, Any], state: str) -> dict[str, Any]:
@@ -111,17 +124,9 @@ async def test_cancelling_a_waiting_execution_records_the_cancel_and_its_actor(
     await _create(api, document)
     started = (await api.post(f"/api/v1/definitions/{document['name']}/executions", json={})).json()
     execution_id = started["execution_id"]
-    for _ in range(200):
-        view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
-        if view["state"] == "WAITING":
-            break
-        await asyncio.sleep(0.05)
+    await _view_when(api, execution_id, lambda view: view["state"] == "WAITING")
     assert (await api.post(f"/api/v1/executions/{execution_id}/cancel")).status_code == 202
-    for _ in range(200):
-        view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
-        if view["closed_at"]:
-            break
-        await asyncio.sleep(0.05)
+    view = await _view_when(api, execution_id, lambda view: view["closed_at"] is not None)
     assert view["state"] == "CANCELLED"
     assert {s["id"]: s["status"] for s in view["steps"]} == {"approval": "cancelled", "tidy": "completed"}
     history = (await api.get(f"/api/v1/executions/{execution_id}/history")).json()
@@ -416,9 +421,5 @@ async def test_signals_and_updates_by_name_are_only_those_a_wait_can_take(
     assert refused.json()["error_code"] == "INVALID_NAME" and refused.json()["details"] == {"field": "name"}
     sent = await api.post(f"/api/v1/executions/{execution_id}/signals/approve", json={"payload": {"ok": 1}})
     assert sent.status_code == 202
-    for _ in range(200):
-        view = (await api.get(f"/api/v1/executions/{execution_id}")).json()
-        if view["closed_at"]:
-            break
-        await asyncio.sleep(0.05)
+    view = await _view_when(api, execution_id, lambda view: view["closed_at"] is not None)
     assert view["state"] == "COMPLETED" and view["output"] == {"ok": 1}
