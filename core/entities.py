@@ -164,11 +164,10 @@ async def transition_entity(
     when its validator refuses, before anything is recorded."""
     handle = client.get_workflow_handle(workflow_id(entity_type, entity_id))
     try:
+        # No update id from the request id: Temporal would answer a repeat with the first answer, which
+        # says ``repeated: false``. The workflow keeps every request id it recorded and says so itself.
         result: TransitionResult = await handle.execute_update(
-            names.UPDATE_TRANSITION,
-            request,
-            id=f"transition-{request.request_id}" if request.request_id else None,
-            result_type=TransitionResult,
+            names.UPDATE_TRANSITION, request, result_type=TransitionResult
         )
     except WorkflowUpdateFailedError as exc:
         TRANSITIONS.labels(entity_type, _result(exc.cause)).inc()
