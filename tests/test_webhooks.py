@@ -239,3 +239,47 @@ async def test_other_schemes_end_to_end(
         assert answer.json()["delivery_id"].startswith("id-")  # unsafe characters: hashed
     result = await client.get_workflow_handle(answer.json()["execution_id"]).result()
     assert result["output"]["sender"] == scheme
+
+
+HOLD = {
+    "name": "hold-hook",
+    "steps": [{"id": "hold", "type": "delay", "with": {"duration": "1h"}}],
+}
+
+
+async def test_a_redelivery_whose_execution_exists_is_a_duplicate(
+    api: httpx.AsyncClient, client: Client, tmp_path: Path
+) -> None:
+    """The API died after Temporal started a delivery's execution and before the store recorded it: the
+    sender's redelivery finds the execution (running, then closed) and says it is a duplicate."""
+    assert (await api.post("/api/v1/definitions", json=HOLD)).status_code == 201
+    created = await api.post(
+        "/api/v1/definitions/hold-hook/triggers",
+        json={"type": "webhook", "config": {"scheme": "github", "secret": SECRET}},
+    )
+    hook = created.json()
+    body = b'{"order": 1}'
+    headers = _github(body, delivery="crash-1")
+    first = await api.post(hook["url"], content=body, headers=headers)
+    assert first.status_code == 202, first.text
+    execution_id = first.json()["execution_id"]
+
+    async def forget() -> None:
+        # What a crash between Temporal's start and the store's commit leaves: no record of either.
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/api.db")
+        async with engine.begin() as connection:
+            await connection.execute(text("DELETE FROM deliveries"))
+            await connection.execute(text("DELETE FROM executions"))
+        await engine.dispose()
+
+    await forget()
+    again = await api.post(hook["url"], content=body, headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json() == {"execution_id": execution_id, "delivery_id": "crash-1", "duplicate": True}
+
+    await client.get_workflow_handle(execution_id).terminate("closed, within Temporal's retention")
+    await forget()
+    late = await api.post(hook["url"], content=body, headers=headers)
+    assert late.status_code == 200, late.text
+    assert late.json() == {"execution_id": execution_id, "delivery_id": "crash-1", "duplicate": True}
+    assert [w.id async for w in client.list_workflows(f"WorkflowId = '{execution_id}'")] == [execution_id]
