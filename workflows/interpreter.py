@@ -294,7 +294,8 @@ class DefinitionWorkflow:
             self._closed_at = self._now()
             raise
         finally:
-            await self._release()
+            if _on_its_loop():
+                await self._release()
         if self._stage_names:
             workflow.upsert_search_attributes([names.SA_STAGE.value_set(names.STAGE_DONE)])
         self._move(ExecutionState.COMPLETED, "all steps finished")
@@ -929,7 +930,7 @@ class DefinitionWorkflow:
                 waiting.remove(config)
             if not waiting:
                 self._expecting.pop(name, None)
-            if self._waits == 0 and self._state is ExecutionState.WAITING:
+            if self._waits == 0 and self._state is ExecutionState.WAITING and _on_its_loop():
                 self._move(ExecutionState.PROCESSING, f"{name} resolved", step=step.id)
 
     async def _on_wait_timeout(self, step: Step, config: WaitConfig) -> Any:
@@ -1019,7 +1020,8 @@ class DefinitionWorkflow:
                         raise
                     failed.append({"index": offset + position, "error": _error_view(failure.error)})
                 finally:
-                    _SCOPE.reset(token)
+                    if _on_its_loop():  # elsewhere the token belongs to a context that is not current
+                        _SCOPE.reset(token)
 
         tasks = [asyncio.create_task(iteration(i, item)) for i, item in enumerate(items)]
         await _all_or_first_failure(tasks)
@@ -1401,11 +1403,22 @@ async def _all_or_first_failure(
             if broken is not None:
                 raise broken.exception()  # type: ignore[misc]
     finally:
-        pending = [t for t in tasks if not t.done()]
+        pending = [t for t in tasks if not t.done()] if _on_its_loop() else []
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _on_its_loop() -> bool:
+    """False while Python closes a run's coroutines from outside its event loop.
+
+    A worker that stops leaves the runs in its cache to the garbage collector (Temporal's SDK evicts only
+    runs with pending work), which throws ``GeneratorExit`` into each suspended coroutine. ``finally`` blocks
+    then run where nothing may be awaited and no workflow API works; the cleanup they do is skipped (and
+    nothing is lost: the run goes on from its history on another worker, where the cleanup happens).
+    """
+    return workflow.in_workflow()
 
 
 def _all_ids(step: Step) -> list[str]:
