@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import uuid
@@ -160,6 +161,41 @@ async def test_secret_rotation_keeps_two_active(api: httpx.AsyncClient) -> None:
     body = b'{"order": {"id": 2}}'
     assert (await api.post(hook["url"], content=body, headers=_github(body, SECRET))).status_code == 401
     assert (await api.post(hook["url"], content=body, headers=_github(body, new))).status_code == 202
+
+
+async def test_secret_rules_are_the_readmes(api: httpx.AsyncClient) -> None:
+    """8 to 512 characters; standard: base64 of a key, whsec_ optional; none: no secret; generated forms."""
+    assert (await api.post("/api/v1/definitions", json=ORDER)).status_code in (200, 201)
+
+    async def create(scheme: str, secret: str | None) -> httpx.Response:
+        config = {"scheme": scheme} if secret is None else {"scheme": scheme, "secret": secret}
+        return await api.post(
+            "/api/v1/definitions/order-hook/triggers", json={"type": "webhook", "config": config}
+        )
+
+    for scheme, secret in (
+        ("github", "x" * 7),
+        ("hmac", "x" * 513),
+        ("standard", "whsec_not base64!"),
+        ("standard", "whsec_"),
+        ("none", "x" * 16),
+    ):
+        refused = await create(scheme, secret)
+        assert refused.status_code == 422, (scheme, secret, refused.text)
+        assert refused.json()["details"].get("field") == "secret", refused.text
+    for scheme, secret in (
+        ("github", "x" * 8),
+        ("stripe", "x" * 512),
+        ("standard", "whsec_" + base64.b64encode(b"k" * 24).decode()),
+        ("standard", base64.b64encode(b"key-bytes").decode()),
+    ):
+        assert (await create(scheme, secret)).status_code == 201, (scheme, secret)
+    standard = (await create("standard", None)).json()["secret"]
+    assert standard.startswith("whsec_") and len(base64.b64decode(standard.removeprefix("whsec_"))) == 24
+    generated = (await create("github", None)).json()
+    assert len(generated["secret"]) == 43
+    rotated = await api.patch(f"/api/v1/triggers/{generated['id']}", json={"secret": "short"})
+    assert rotated.status_code == 422 and rotated.json()["error_code"] == "SECRET_INVALID"
 
 
 async def _exactly_once(api: httpx.AsyncClient, client: Client) -> None:
