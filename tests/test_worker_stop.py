@@ -76,14 +76,14 @@ async def test_sigterm_with_runs_in_the_cache_prints_no_traceback(
     try:
         for definition in DEFINITIONS:
             handles.append(await start(client, task_queue, definition))
-        handles.append(await start(client, task_queue, DEFINITIONS[-1]))  # queued behind the first
+        handles.append(await start(client, task_queue, DEFINITIONS[-1]))  # a second run for the one slot
 
-        expected = ["WAITING", "WAITING", "PROCESSING", "QUEUED"]
         seen: list[str] = []
 
         async def all_in_flight() -> bool:
             seen[:] = await asyncio.gather(*(_state(h) for h in handles))
-            return seen == expected
+            # Either run of stop-lane may win the lane's one slot; the other queues behind it.
+            return seen[:2] == ["WAITING", "WAITING"] and sorted(seen[2:]) == ["PROCESSING", "QUEUED"]
 
         try:
             await until(all_in_flight, "every run in flight on the worker")
