@@ -395,7 +395,7 @@ class DevStack:
     def _auth_text(self) -> str:
         if self._auth is AuthMode.OFF:
             return (
-                "off: every caller is admin (for this machine only); to require keys: "
+                "off: every caller is admin; to require keys: "
                 "CONVEYOR_AUTH=on CONVEYOR_BOOTSTRAP_ADMIN_KEY=cvk_<id>_<secret> make run"
             )
         if self._settings.bootstrap_admin_key is not None:

@@ -48,7 +48,7 @@ def test_runs_the_stack_and_stops_cleanly_on_sigint(stack: Stack) -> None:
     assert child_pids(stack.process.pid) == set(children.values())
     stack.expect(rf"API\s+http://127\.0\.0\.1:{stack.api_port}$")
     stack.expect(r"API docs\s+http://\S+/docs")
-    stack.expect(r"API keys\s+off: every caller is admin .*CONVEYOR_AUTH=on CONVEYOR_BOOTSTRAP_ADMIN_KEY=")
+    stack.expect(r"API keys\s+off: every caller is admin; .*CONVEYOR_AUTH=on CONVEYOR_BOOTSTRAP_ADMIN_KEY=")
     stack.expect(r"Temporal Web UI\s+http://localhost:\d+")
     stack.expect(r"temporal workflow list")
 
