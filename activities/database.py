@@ -1,7 +1,8 @@
 """``database_query``: one parameterised SQL statement on a named connector.
 
-The connector (URL with its credentials, ``allow_writes``) is read from the store when the step runs, so
-credentials never enter a definition or a workflow history. Statements are parsed before they run: exactly
+The connector (URL with its credentials, ``allow_writes``) is read from the store and opened when the step
+runs, so credentials never enter a definition or a workflow history; its credentials are masked in whatever
+the step returns, raises or logs (``activities/_masking.py``). Statements are parsed before they run: exactly
 one statement, SELECT / INSERT / UPDATE / DELETE only, and a write on a read-only connector is refused
 (``ConnectorReadOnly``); read-only connectors also run inside a read-only transaction (PostgreSQL) or with
 ``PRAGMA query_only`` (SQLite), so a write the parser missed still fails.
@@ -29,11 +30,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._masking import mask_in_this_run
 from activities._retry import jittered_delay
-from core.connectors import HttpConnectorConfig, SqlConnectorConfig, mask_url
+from core.connectors import HttpConnectorConfig, SqlConnectorConfig, credentials, mask_url, open_config
 from core.connectors import parse_config as parse_connector_config
 from core.errors import Unprocessable
 from core.models import Connector
+from core.sealing import SealedValueUnreadable, Sealer
 from core.settings import Settings
 from workflows import errors
 from workflows.messages import StepOutcome, StepRequest
@@ -54,13 +57,15 @@ class ResolvedConnector:
 
 
 class ConnectorLookup:
-    """Reads connectors from the store; the worker only ever reads it."""
+    """Reads connectors from the store and opens their sealed configurations; the worker only reads."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], sealer: Sealer) -> None:
         self._sessions = sessions
+        self._sealer = sealer
 
     async def get(self, name: str, request: StepRequest, *, expected: str | None = None) -> ResolvedConnector:
-        """The connector called ``name``; a missing one, or one of the wrong type, fails without retry."""
+        """The connector called ``name``, its credentials masked from now on in what this run emits; a missing
+        one, or one of the wrong type, fails without retry; one that does not open here is retried."""
         try:
             async with self._sessions() as session:
                 row = await session.get(Connector, name)
@@ -85,13 +90,24 @@ class ConnectorLookup:
                 non_retryable=True,
             )
         try:
-            config = parse_connector_config(row.type, row.config)
+            values = open_config(self._sealer, row)
+        except SealedValueUnreadable as exc:
+            # A worker started without the key the row is sealed with: one restarted with it succeeds.
+            raise ApplicationError(
+                exc.message,
+                {"connector": name, **exc.details},
+                type=errors.SECRET_UNREADABLE,
+                next_retry_delay=jittered_delay(request),
+            ) from None
+        try:
+            config = parse_connector_config(row.type, values)
         except Unprocessable as exc:
             raise ApplicationError(
                 f"connector {name!r} is not valid: {exc.details.get('problems')}",
                 type=errors.CONFIG_INVALID,
                 non_retryable=True,
             ) from None
+        mask_in_this_run(credentials(config))
         return ResolvedConnector(name=row.name, type=row.type, config=config)
 
 
@@ -147,8 +163,10 @@ def _new_engine(config: SqlConnectorConfig) -> AsyncEngine:
 class DatabaseActivities:
     """SQL step activities: connectors come from the store, engines are cached per connector."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
-        self.connectors = ConnectorLookup(sessions)
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], settings: Settings, sealer: Sealer
+    ) -> None:
+        self.connectors = ConnectorLookup(sessions, sealer)
         self.engines = SqlEngines()
         self._settings = settings
 
@@ -356,10 +374,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _clean(exc: BaseException, connector: SqlConnectorConfig) -> str:
-    """The driver's message without SQLAlchemy's trailer, and never the connector's password."""
+    """The driver's message without SQLAlchemy's trailer; a password in it is masked on the way out, with
+    the connector's other credentials (``ConnectorLookup.get``)."""
     source = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     message = f"{type(source).__name__}: {_first_line(source)}"
-    password = make_url(connector.url).password
-    if password:
-        message = message.replace(str(password), "***")
     return message.replace(connector.url, mask_url(connector.url))

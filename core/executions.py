@@ -46,6 +46,7 @@ from core.errors import BadRequest, Conflict, NotFound, Unavailable
 from core.inputs import prepare_input
 from core.listeners import anyone_listens_to_executions
 from core.models import ExecutionRecord
+from core.problems import STUCK_CLAUSE, Problem, execution_problem, reported_problem
 from workflows.definition import Definition
 from workflows.messages import ChildDefinition, ExecutionInput, ExecutionSnapshot
 from workflows.states import ExecutionState
@@ -74,6 +75,8 @@ class Started:
     created: bool
     output: Any = None
     error: dict[str, Any] | None = None
+    problem: dict[str, Any] | None = None
+    """Why it cannot progress, when a wait ran out on an execution whose workflow task keeps failing."""
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,13 @@ async def wait_for_result(client: Client, started: Started, seconds: float) -> S
     try:
         snapshot = await asyncio.wait_for(_closed_snapshot(handle), timeout=seconds)
     except TimeoutError:
-        started.state = await _current_state(client, started.execution_id)
+        try:
+            description = await handle.describe()
+        except RPCError:
+            return started
+        started.state = state_of(description)
+        problem = await execution_problem(client, description)
+        started.problem = _plain(problem)
         return started
     started.state = snapshot.get("state", started.state)
     started.output = snapshot.get("output")
@@ -246,7 +255,9 @@ async def describe_execution(client: Client, execution_id: str) -> dict[str, Any
     """Everything API.md's ``GET /executions/{id}`` shows."""
     handle = client.get_workflow_handle(execution_id, result_type=ExecutionSnapshot)
     description = await describe_handle(handle)
-    snapshot = await _snapshot(handle, description)
+    snapshot, problem = await asyncio.gather(
+        _snapshot(handle, description), execution_problem(client, description)
+    )
     # A closed run's Temporal status is the truth (a terminated run never recorded its own end).
     closed = _STATUS_STATE.get(description.status) if description.status else None
     state = closed.value if closed else snapshot.get("state") or state_of(description)
@@ -265,6 +276,7 @@ async def describe_execution(client: Client, execution_id: str) -> dict[str, Any
         "output": snapshot.get("output"),
         "error": snapshot.get("error"),
         "retry_count": snapshot.get("retry_count", 0),
+        "problem": _plain(problem),
         "started_at": description.start_time.isoformat() if description.start_time else None,
         "closed_at": description.close_time.isoformat() if description.close_time else None,
     }
@@ -314,11 +326,13 @@ async def list_executions(
     definition: str | None = None,
     state: str | None = None,
     stage: str | None = None,
+    stuck: bool = False,
     limit: int = 50,
     page_token: str | None = None,
 ) -> Page:
-    """Executions newest first, filtered through Temporal visibility."""
-    query = visibility_query(definition=definition, state=state, stage=stage)
+    """Executions newest first, filtered through Temporal visibility (``stuck``: only those whose workflow
+    task keeps failing)."""
+    query = visibility_query(definition=definition, state=state, stage=stage, stuck=stuck)
     found, next_token = await visibility_page(client, query, limit=limit, page_token=page_token)
     rows = []
     for execution in found:
@@ -333,6 +347,7 @@ async def list_executions(
                 "stage": attributes.get(names.SA_STAGE),
                 "trigger": attributes.get(names.SA_TRIGGER),
                 "temporal_status": execution.status.name if execution.status else None,
+                "problem": _plain(reported_problem(attributes, execution.status)),
                 "started_at": execution.start_time.isoformat(),
                 "closed_at": execution.close_time.isoformat() if execution.close_time else None,
             }
@@ -376,8 +391,10 @@ def visibility_query(
     stage: str | None = None,
     started_after: datetime | None = None,
     started_before: datetime | None = None,
+    stuck: bool = False,
 ) -> str:
-    """A visibility query for Conveyor executions matching every filter given."""
+    """A visibility query for Conveyor executions matching every filter given (``stuck``: running ones
+    whose workflow task keeps failing)."""
     clauses = [f"WorkflowType = '{names.DEFINITION_WORKFLOW}'"]
     for key, value in ((names.SA_DEFINITION, definition), (names.SA_STATE, state), (names.SA_STAGE, stage)):
         if value is not None:
@@ -386,6 +403,8 @@ def visibility_query(
         clauses.append(f"StartTime >= '{_instant(started_after)}'")
     if started_before is not None:
         clauses.append(f"StartTime < '{_instant(started_before)}'")
+    if stuck:
+        clauses.append(STUCK_CLAUSE)
     return " AND ".join(clauses)
 
 
@@ -425,6 +444,10 @@ async def _current_state(client: Client, workflow_id: str) -> str:
         return state_of(await client.get_workflow_handle(workflow_id).describe())
     except RPCError:
         return ExecutionState.QUEUED.value
+
+
+def _plain(problem: Problem | None) -> dict[str, Any] | None:
+    return asdict(problem) if problem else None
 
 
 async def _closed_snapshot(handle: WorkflowHandle[Any, ExecutionSnapshot]) -> dict[str, Any]:

@@ -95,6 +95,17 @@ class Settings(BaseSettings):
         description="Id of the key new payloads are encrypted with (default: the only key); the others "
         "still decrypt, so keys can rotate",
     )
+    secret_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="AES-256-GCM keys by key id, base64 of 32 bytes (CONVEYOR_SECRET_KEYS__<ID>), that "
+        "connector credentials and webhook secrets are stored encrypted with; required by the API and the "
+        "main worker",
+    )
+    secret_key_id: str | None = Field(
+        default=None,
+        description="Id of the key secrets are sealed with (default: the only key); the API reseals every "
+        "stored secret under it at start, the others still open, so keys can rotate",
+    )
     temporal_ui_origin: str | None = Field(
         default=None,
         description="Origin of the Temporal Web UI (e.g. http://localhost:8233), the only one CORS lets "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -31,7 +32,7 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from activities.lanes import LaneLimits, LaneRelease, LaneRequest, LaneTicket, LaneVerdict, lane_id
     from core import names
-    from workflows import data_ops, errors, expressions
+    from workflows import data_ops, errors, expressions, fanout
     from workflows.definition import (
         Definition,
         DefinitionInvalid,
@@ -87,13 +88,18 @@ PATCH_PARK_ON_FAILURE = "park-on-failure"
 """Histories from before it failed an execution at the first failed step, with no workflow-level retry,
 no SUSPENDED state and no ``ConveyorError`` search attribute."""
 
+PATCH_FOREACH_CHILDREN = "foreach-concurrent-children"
+"""Histories from before it ran a long ``foreach`` as one flat list of batch children from the execution's
+own history, one at a time at ``parallelism`` up to ``batch_size``, and left a child being started
+behind when the execution was cancelled."""
+
 DONE = frozenset({"completed", "skipped", "recovered"})
 """Step statuses a resumed execution does not run again."""
 
 MAX_DURATION_S = 10 * 365 * 86400.0
 
 FOREACH_BATCH = 100
-"""Items a ``foreach`` runs in its own history; longer lists go to child workflows of this many each."""
+"""Items a ``foreach`` runs in its own history; longer lists go to child workflows (``workflows.fanout``)."""
 
 STAGE_TIMEOUT_S = 3600.0
 """A stage step's default start-to-close timeout: processors may be slow; a dead worker is found by the
@@ -174,6 +180,41 @@ class _StageVisit:
     advanced: AdvanceRequest | None = None
     settled: str | None = None
     """completed, advanced, failed or cancelled."""
+
+
+@dataclass(frozen=True)
+class _SliceRun:
+    """How the slices of one ``foreach`` run as child workflows: each a definition of one step, the loop
+    over its slice, numbering its items from the slice's offset."""
+
+    step: str
+    body_step: dict[str, Any]
+    execution: ExecutionInput
+    context: dict[str, Any]
+    """The enclosing scope's step outputs, vars and loop bindings, which the body's templates read."""
+    id_prefix: str
+    attributes: TypedSearchAttributes
+
+    def request(self, items: list[Any], offset: int, parallelism: int) -> ExecutionInput:
+        document = {
+            "name": self.execution.name,
+            "steps": [{**self.body_step, "parallelism": parallelism}],
+            "output": "{{ steps." + self.step + ".output }}",
+            "failure": {"suspend": False, "retries": []},
+        }
+        return ExecutionInput(
+            definition=document,
+            name=self.execution.name,
+            version=self.execution.version,
+            input={**self.execution.input, "items": items},
+            trigger="foreach",
+            actor=self.execution.actor,
+            children=self.execution.children,
+            context={**self.context, "offset": offset, "step": self.step},
+        )
+
+    def child_id(self, number: int) -> str:
+        return f"{self.id_prefix}{number}"
 
 
 class EndExecution(Exception):
@@ -973,7 +1014,7 @@ class DefinitionWorkflow:
         return snapshot.output
 
     async def _run_foreach(self, step: Step) -> dict[str, Any]:
-        """The body once per item, at most ``parallelism`` at a time; big lists go to child batches."""
+        """The body once per item, at most ``parallelism`` at a time; big lists go to child workflows."""
         items = self._render(step, step.items, "items")
         if not isinstance(items, list):
             raise self._config_error(step, f"items must be a list, not {type(items).__name__}")
@@ -986,13 +1027,15 @@ class DefinitionWorkflow:
                 )
             )
         batch = step.batch_size or FOREACH_BATCH
-        if len(items) > batch:
-            results, failed = await self._foreach_batches(step, items, batch)
-        else:
-            context = self._request.context or {}
-            # A batch run as a child numbers its items from the batch's offset; loops nested in it do not.
-            offset = int(context.get("offset", 0)) if context.get("step") == step.id else 0
+        context = self._request.context or {}
+        # A slice run as a child numbers its items from the slice's offset; loops nested in it do not.
+        offset = int(context.get("offset", 0)) if context.get("step") == step.id else 0
+        if len(items) <= batch:
             results, failed = await self._foreach_here(step, items, offset)
+        elif workflow.patched(PATCH_FOREACH_CHILDREN):
+            results, failed = await self._foreach_children(step, items, batch, offset)
+        else:
+            results, failed = await self._foreach_batches(step, items, batch)
         return {"results": results, "failed": failed, "count": len(items)}
 
     async def _foreach_here(
@@ -1028,63 +1071,123 @@ class DefinitionWorkflow:
         failed.sort(key=lambda entry: int(entry["index"]))
         return results, failed
 
+    async def _foreach_children(
+        self, step: Step, items: list[Any], batch: int, offset: int
+    ) -> tuple[list[Any], list[dict[str, Any]]]:
+        """Slices of the list as child workflows (``workflows.fanout``): batches of ``batch`` items, or
+        parts that split themselves again, several at once, each slot starting its next child as soon as
+        its child ends. A failure (unless ``on_item_error: continue`` absorbed it in the child) or the
+        execution's cancellation cancels the running children and waits until they have ended."""
+        plan = fanout.plan(len(items), batch, step.parallelism or 1)
+        slices = plan.slices(len(items))
+        kind = "batch" if plan.size == batch else "part"
+        run = self._slice_run(step, batch, f"{step.id}/{kind}-")
+        outputs: list[Any] = [None] * len(slices)
+        failures: dict[int, StepFailed] = {}
+        running: dict[int, workflow.ChildWorkflowHandle[Any, ExecutionSnapshot]] = {}
+        queue = iter(range(len(slices)))
+        stopping = False
+
+        async def slot(parallelism: int) -> None:
+            for number in queue:  # shared by the slots: each takes the next slice
+                if stopping:
+                    return
+                start, end = slices[number]
+                handle = await workflow.start_child_workflow(
+                    names.DEFINITION_WORKFLOW,
+                    run.request(items[start:end], offset + start, parallelism),
+                    id=run.child_id((offset + start) // plan.size),
+                    result_type=ExecutionSnapshot,
+                    search_attributes=run.attributes,
+                )
+                running[number] = handle
+                try:
+                    if stopping:  # the stop began while this child was starting
+                        await _cancel_child(handle)
+                    snapshot = await handle
+                except ChildWorkflowError as exc:
+                    if stopping and isinstance(exc.cause, CancelledError):
+                        return
+                    failures[number] = StepFailed(_child_error(step.id, exc))
+                    raise failures[number] from None
+                finally:
+                    del running[number]
+                outputs[number] = snapshot.output
+
+        slots = [asyncio.create_task(slot(share)) for share in plan.slots]
+        try:
+            await workflow.wait(slots, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            # Also on the execution's cancellation: the slots are not cancelled themselves (a child
+            # cancelled while starting would be left behind), their children are, and are waited for.
+            stopping = True
+            if _on_its_loop():
+                await asyncio.gather(*(_cancel_child(handle) for handle in list(running.values())))
+                await asyncio.gather(*slots, return_exceptions=True)
+        if failures:
+            raise failures[min(failures)]
+        for task in slots:
+            task.result()  # anything else that went wrong
+        return self._slice_outputs(step, outputs)
+
     async def _foreach_batches(
         self, step: Step, items: list[Any], batch: int
     ) -> tuple[list[Any], list[dict[str, Any]]]:
-        """Child workflows of ``batch`` items each, so no history holds the whole list."""
+        """Child workflows of ``batch`` items each, at most ``parallelism // batch`` at a time: histories
+        from before ``PATCH_FOREACH_CHILDREN``."""
         parallelism = step.parallelism or 1
         per_child = min(parallelism, batch)
         gate = asyncio.Semaphore(max(1, parallelism // per_child))
         chunks = [items[i : i + batch] for i in range(0, len(items), batch)]
-        body_step = step.model_dump(
-            by_alias=True, exclude_none=True, exclude={"when", "output", "depends_on", "optional", "on_error"}
-        )
-        body_step.update({"items": "{{ input.items }}", "parallelism": per_child, "batch_size": batch})
-        scope = self._scope()
-        context = {
-            "steps": {
-                k: {"output": v.get("output"), "status": v.get("status")} for k, v in scope.steps().items()
-            },
-            "vars": self._vars,
-            "bindings": scope.bindings(),
-        }
+        run = self._slice_run(step, batch, f"{step.id}/batch-")
 
-        async def run_chunk(number: int, chunk: list[Any]) -> dict[str, Any]:
+        async def run_chunk(number: int, chunk: list[Any]) -> Any:
             async with gate:
-                document = {
-                    "name": self._request.name,
-                    "steps": [body_step],
-                    "output": "{{ steps." + step.id + ".output }}",
-                    "failure": {"suspend": False, "retries": []},
-                }
                 try:
                     snapshot = await workflow.execute_child_workflow(
                         names.DEFINITION_WORKFLOW,
-                        ExecutionInput(
-                            definition=document,
-                            name=self._request.name,
-                            version=self._request.version,
-                            input={**self._request.input, "items": chunk},
-                            trigger="foreach",
-                            actor=self._request.actor,
-                            children=self._request.children,
-                            context={**context, "offset": number * batch, "step": step.id},
-                        ),
-                        id=f"{self._execution['id']}{self._scope().path}/{step.id}/batch-{number}",
+                        run.request(chunk, number * batch, per_child),
+                        id=run.child_id(number),
                         result_type=ExecutionSnapshot,
-                        search_attributes=_child_attributes(self._request.name, self._request.version),
+                        search_attributes=run.attributes,
                     )
                 except ChildWorkflowError as exc:
                     raise StepFailed(_child_error(step.id, exc)) from None
-                output: dict[str, Any] = snapshot.output
-                return output
+                return snapshot.output
 
         tasks = [asyncio.create_task(run_chunk(n, chunk)) for n, chunk in enumerate(chunks)]
         await _all_or_first_failure(tasks)
+        return self._slice_outputs(step, [task.result() for task in tasks])
+
+    def _slice_run(self, step: Step, batch: int, name: str) -> _SliceRun:
+        """How a slice of ``step``'s items runs as a child: a one-step definition (the loop over the slice)
+        with the enclosing scope's outputs, vars and loop bindings as its context."""
+        body_step = step.model_dump(
+            by_alias=True, exclude_none=True, exclude={"when", "output", "depends_on", "optional", "on_error"}
+        )
+        body_step.update({"items": "{{ input.items }}", "batch_size": batch})
+        scope = self._scope()
+        return _SliceRun(
+            step=step.id,
+            body_step=body_step,
+            execution=self._request,
+            context={
+                "steps": {
+                    k: {"output": v.get("output"), "status": v.get("status")}
+                    for k, v in scope.steps().items()
+                },
+                "vars": self._vars,
+                "bindings": scope.bindings(),
+            },
+            id_prefix=f"{self._execution['id']}{scope.path}/{name}",
+            attributes=_child_attributes(self._request.name, self._request.version),
+        )
+
+    def _slice_outputs(self, step: Step, outputs: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
+        """The slices' ``{results, failed}`` joined in item order."""
         results: list[Any] = []
         failed: list[dict[str, Any]] = []
-        for task in tasks:
-            part = task.result()
+        for part in outputs:
             if not isinstance(part, dict) or not isinstance(part.get("results"), list):
                 raise self._config_error(step, "a foreach batch ended without its results (a succeed step?)")
             results += part["results"]
@@ -1408,6 +1511,16 @@ async def _all_or_first_failure(
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _cancel_child(handle: workflow.ChildWorkflowHandle[Any, Any]) -> None:
+    """Ask a running child to cancel, and wait until Temporal has recorded the request: an answer still on
+    its way when the workflow closes fails the closing task (UNHANDLED_COMMAND) and costs a full replay."""
+    if handle.done():
+        return
+    external = workflow.get_external_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    with contextlib.suppress(FailureError):  # it ended before the request reached it
+        await external.cancel()
 
 
 def _on_its_loop() -> bool:

@@ -26,6 +26,7 @@ PASSTHROUGH_MODULES = (
     "workflows.errors",
     "workflows.data_ops",
     "workflows.expressions",
+    "workflows.fanout",
     "workflows.inputs",
     "workflows.messages",
     "workflows.states",

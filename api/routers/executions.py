@@ -32,6 +32,21 @@ class StartRequest(BaseModel):
     )
 
 
+class ProblemView(BaseModel):
+    """Why a running execution cannot progress: its workflow task keeps failing (Temporal's reason)."""
+
+    category: str = Field(description="WorkflowTaskFailed or WorkflowTaskTimedOut")
+    cause: str | None = Field(
+        description="Temporal's cause, e.g. WorkflowTaskFailedCauseWorkflowWorkerUnhandledFailure "
+        "(an exception in workflow code) or WorkflowTaskFailedCauseNonDeterministicError"
+    )
+    message: str | None = Field(default=None, description="the failure's message; not in lists")
+    failed_attempts: int | None = Field(
+        default=None, description="workflow task attempts failed since the last good one; not in lists"
+    )
+    since: str | None = Field(default=None, description="when the first of them failed; not in lists")
+
+
 class StartResponse(BaseModel):
     execution_id: str
     run_id: str | None
@@ -41,6 +56,9 @@ class StartResponse(BaseModel):
     created: bool
     output: Any = None
     error: dict[str, Any] | None = None
+    problem: ProblemView | None = Field(
+        default=None, description="set when a `wait` ran out on an execution that cannot progress"
+    )
 
 
 class StepView(BaseModel):
@@ -67,6 +85,7 @@ class ExecutionView(BaseModel):
     output: Any
     error: dict[str, Any] | None
     retry_count: int
+    problem: ProblemView | None = Field(description="null while the execution can progress")
     started_at: str | None
     closed_at: str | None
 
@@ -80,6 +99,7 @@ class ExecutionRow(BaseModel):
     stage: str | None
     trigger: str | None
     temporal_status: str | None
+    problem: ProblemView | None = Field(description="category and cause while it cannot progress")
     started_at: str
     closed_at: str | None
 
@@ -149,12 +169,19 @@ async def list_executions(
     definition: DefinitionFilter = None,
     state: StateFilter = None,
     stage: StageFilter = None,
+    stuck: bool = Query(False, description="only executions whose workflow task keeps failing"),
     limit: int = Query(50, ge=1, le=1000),
     page_token: str | None = None,
 ) -> ExecutionPage:
     """Executions, newest first, filtered through Temporal visibility."""
     page = await service.list_executions(
-        temporal, definition=definition, state=state, stage=stage, limit=limit, page_token=page_token
+        temporal,
+        definition=definition,
+        state=state,
+        stage=stage,
+        stuck=stuck,
+        limit=limit,
+        page_token=page_token,
     )
     return ExecutionPage(
         executions=[ExecutionRow(**row) for row in page.executions], next_page_token=page.next_page_token
