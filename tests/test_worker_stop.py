@@ -47,6 +47,19 @@ DEFINITIONS: list[dict[str, Any]] = [
         ],
     },
     {
+        "name": "stop-children",  # more items than batch_size: child workflows, which the parent waits for
+        "steps": [
+            {
+                "id": "each",
+                "type": "foreach",
+                "items": [1, 2, 3, 4],
+                "batch_size": 2,
+                "parallelism": 4,
+                "steps": [{"id": "ask", "type": "wait", "with": {"event": "go"}}],
+            }
+        ],
+    },
+    {
         "name": "stop-lane",
         "limits": {"max_concurrent": 1},
         "steps": [{"id": "nap", "type": "delay", "with": {"duration": "1h"}}],
@@ -83,10 +96,21 @@ async def test_sigterm_with_runs_in_the_cache_prints_no_traceback(
         async def all_in_flight() -> bool:
             seen[:] = await asyncio.gather(*(_state(h) for h in handles))
             # Either run of stop-lane may win the lane's one slot; the other queues behind it.
-            return seen[:2] == ["WAITING", "WAITING"] and sorted(seen[2:]) == ["PROCESSING", "QUEUED"]
+            return (
+                seen[:2] == ["WAITING", "WAITING"]
+                and seen[2] in ("PROCESSING", "WAITING")
+                and sorted(seen[3:]) == ["PROCESSING", "QUEUED"]
+            )
+
+        async def children_waiting() -> bool:
+            query = f"ParentWorkflowId = '{handles[2].id}'"
+            children = [client.get_workflow_handle(c.id) async for c in client.list_workflows(query)]
+            states = await asyncio.gather(*(_state(child) for child in children))
+            return states == ["WAITING", "WAITING"]
 
         try:
             await until(all_in_flight, "every run in flight on the worker")
+            await until(children_waiting, "both children of stop-children waiting")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; states {seen}\n{worker.output()}") from None
         await worker.stop()
