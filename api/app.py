@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from activities._masking import SecretMasker, masked_logs
@@ -47,6 +48,9 @@ from workflows.definition import DefinitionInvalid
 
 log = logging.getLogger("conveyor.api")
 
+DOCS_ASSETS = "/docs-assets"
+"""Where the API serves the Swagger UI and ReDoc files its docs pages load."""
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A configured app; tests pass their own settings."""
@@ -78,11 +82,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await engine.dispose()
 
-    app = FastAPI(
+    # The docs pages load Swagger UI and ReDoc from the package's own copies, not a CDN: /docs works offline.
+    app = FastAPIOffline(
         title="Conveyor",
         version="0.1.0",
         description="Versioned, declarative business workflows on Temporal.",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        # Swagger UI would otherwise show a badge fetched from validator.swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     install_error_handlers(app)
     instrument_api(app)

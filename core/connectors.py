@@ -13,7 +13,7 @@ import base64
 import json
 import re
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.engine import make_url
@@ -223,11 +223,14 @@ def mask_url(url: str) -> str:
         userinfo, host = netloc.rsplit("@", 1)
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{user}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, MASK if _SENSITIVE.search(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    scheme = f"{parts.scheme}:" if parts.scheme else ""
+    # Put back the "//" of an empty authority, which urlunsplit drops: sqlite:////abs/path.db has one.
+    authority = f"//{netloc}" if netloc or url[len(scheme) :].startswith("//") else ""
+    shown = f"{scheme}{authority}{parts.path}"
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        shown += "?" + urlencode([(k, MASK if _SENSITIVE.search(k) else v) for k, v in pairs], safe="*")
+    return f"{shown}#{parts.fragment}" if parts.fragment else shown
 
 
 def credentials(config: SqlConnectorConfig | HttpConnectorConfig) -> list[str]:

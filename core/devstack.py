@@ -7,9 +7,13 @@ frontend answers, starts ``worker.py`` and the API (auth off unless ``CONVEYOR_A
 examples published), waits for the API's ``/health`` and prints where everything is. Without a
 ``CONVEYOR_SECRET_KEYS__<ID>`` it gives both a development key for secrets at rest, made on the first run and
 kept in ``data_dir/secret-key`` (so connectors stored on one run open on the next). Children's output is
-forwarded line by line behind a ``[name]`` prefix. Ctrl-C or SIGTERM stops everything; if any child exits
-on its own the others are stopped too and the supervisor exits non-zero, so a broken stack never looks
-half alive.
+forwarded line by line behind a ``[name]`` prefix. Ctrl-C or SIGTERM stops everything.
+
+Once the stack runs, a child that exits on its own is started again after a growing delay, and the
+supervisor says so: kill the worker and its steps are retried by the new one, as the README promises of a
+worker that dies. One that keeps crashing soon after each start is broken, not unlucky: then, as when a
+child dies during the start, the others are stopped and the supervisor exits non-zero, so a broken stack
+never looks half alive.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +52,12 @@ DEV_KEY_ID: Final = "dev"
 GRACE_S: Final = 10.0
 """How long a child may take to exit after SIGTERM before it is killed."""
 POLL_S: Final = 0.2
+FIRST_RESTART_DELAY_S: Final = 1.0
+MAX_RESTART_DELAY_S: Final = 16.0
+STABLE_S: Final = 60.0
+"""A child that ran this long before it crashed starts again after the first delay."""
+MAX_QUICK_CRASHES: Final = 5
+"""Crashes in a row, each within ``STABLE_S`` of its start, after which a child counts as broken."""
 LINE_LIMIT: Final = 1 << 20
 """Longest output line forwarded whole; a longer one is forwarded in pieces rather than failing the pump."""
 
@@ -68,6 +79,23 @@ class ChildExited(Exception):
         super().__init__(f"{name} exited unexpectedly with {describe_exit(code)}")
         self.name = name
         self.code = code
+
+
+@dataclass
+class Restarts:
+    """When to start a crashed child again: after 1, 2, 4 ... seconds (at most ``MAX_RESTART_DELAY_S``),
+    back to 1 s once it has run ``STABLE_S``; never, after ``MAX_QUICK_CRASHES`` quick crashes in a row."""
+
+    quick_crashes: int = 0
+
+    def delay(self, uptime_s: float) -> float | None:
+        """Seconds to wait before the next start of a child that crashed after ``uptime_s``; None: give up."""
+        if uptime_s >= STABLE_S:
+            self.quick_crashes = 0
+        self.quick_crashes += 1
+        if self.quick_crashes > MAX_QUICK_CRASHES:
+            return None
+        return min(FIRST_RESTART_DELAY_S * 2.0 ** (self.quick_crashes - 1), MAX_RESTART_DELAY_S)
 
 
 def describe_exit(code: int) -> str:
@@ -122,6 +150,9 @@ class Child:
     quiet_when_stopping: tuple[str, ...] = ()
     """Output lines containing any of these are dropped once the child is asked to stop."""
     stopping: bool = False
+    restarts: Restarts = field(default_factory=Restarts)
+    started_at: float = 0.0
+    """``time.monotonic()`` of the last start."""
     process: asyncio.subprocess.Process | None = None
     exited: asyncio.Task[int] | None = None
     pump: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -132,6 +163,7 @@ class Child:
 
     async def start(self, console: Console) -> None:
         """Spawn the process and start forwarding its output."""
+        self.started_at = time.monotonic()
         self.process = await asyncio.create_subprocess_exec(
             *self.argv,
             env=dict(self.env),
@@ -199,6 +231,8 @@ class DevStack:
         # A wildcard bind address is not somewhere to send requests to; loopback reaches it.
         self._api_url = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::', ''} else host}:{settings.api_port}"
         self._temporal_address = f"127.0.0.1:{settings.temporal_port}"
+        # Off is `make run`'s default, not an override: only CONVEYOR_AUTH set by the user turns keys on.
+        self._auth = settings.auth if "auth" in settings.model_fields_set else AuthMode.OFF
 
     async def run(self) -> int:
         """Run until a signal (exit code 0) or a child's unexpected exit or a failed start (1)."""
@@ -209,7 +243,7 @@ class DevStack:
         try:
             await self._start()
             self._banner()
-            await self._until(None, None, "")
+            await self._supervise()
         except StopRequested:
             pass
         except ChildExited as exc:
@@ -278,9 +312,11 @@ class DevStack:
         await self._spawn(
             "worker", [sys.executable, str(ROOT / "worker.py"), "--main", "--stages", "all"], env
         )
-        api_env = {**env, "CONVEYOR_EXAMPLES_DIR": str(settings.examples_dir or ROOT / "examples")}
-        if "auth" not in settings.model_fields_set:  # off is `make run`'s default, not an override
-            api_env["CONVEYOR_AUTH"] = AuthMode.OFF.value
+        api_env = {
+            **env,
+            "CONVEYOR_EXAMPLES_DIR": str(settings.examples_dir or ROOT / "examples"),
+            "CONVEYOR_AUTH": self._auth.value,
+        }
         await self._spawn(
             "api",
             [
@@ -358,6 +394,7 @@ class DevStack:
                 "  Conveyor is running",
                 f"    API               {self._api_url}",
                 f"    API docs          {self._api_url}/docs",
+                f"    API keys          {self._auth_text()}",
                 f"    Temporal Web UI   http://localhost:{settings.temporal_ui_port}",
                 f"    Temporal frontend {self._temporal_address} (namespace {settings.temporal_namespace})",
                 f"    Workflows         {temporal_cli} workflow list --address {self._temporal_address}",
@@ -367,6 +404,46 @@ class DevStack:
                 "",
             ]
         )
+
+    def _auth_text(self) -> str:
+        if self._auth is AuthMode.OFF:
+            return (
+                "off: every caller is admin; to require keys: "
+                "CONVEYOR_AUTH=on CONVEYOR_BOOTSTRAP_ADMIN_KEY=cvk_<id>_<secret> make run"
+            )
+        if self._settings.bootstrap_admin_key is not None:
+            return "on: every call needs a key; CONVEYOR_BOOTSTRAP_ADMIN_KEY is an admin key"
+        return "on: every call needs a key; CONVEYOR_BOOTSTRAP_ADMIN_KEY=cvk_<id>_<secret> makes a first one"
+
+    # -- run -------------------------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Until a stop request: start again each child that exits; raise ChildExited for a broken one."""
+        while True:
+            try:
+                await self._until(None, None, "")
+            except ChildExited as exc:
+                child = self._child(exc.name)
+                await child.drain()  # its last words (a traceback) belong above the verdict
+                delay = child.restarts.delay(time.monotonic() - child.started_at)
+                if delay is None:
+                    self._console.say(
+                        f"{child.name} crashed {MAX_QUICK_CRASHES} times in a row, each within "
+                        f"{STABLE_S:g}s of its start"
+                    )
+                    raise
+                self._console.say(f"{exc}; starting it again in {delay:g}s")
+                await self._pause(delay)
+                await child.start(self._console)
+                assert child.process is not None
+                self._console.say(f"{child.name} started again (pid {child.process.pid})")
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` unless a stop is requested meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        if self._stop.is_set():
+            raise StopRequested
 
     # -- stop ------------------------------------------------------------------------------------------
 

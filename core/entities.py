@@ -38,6 +38,7 @@ from workflows.lifecycles import (
     INVALID_TRANSITION,
     PERMISSION_DENIED,
     Actor,
+    Lifecycle,
     LifecycleInvalid,
     lifecycle_document,
     validate_fields,
@@ -163,11 +164,10 @@ async def transition_entity(
     when its validator refuses, before anything is recorded."""
     handle = client.get_workflow_handle(workflow_id(entity_type, entity_id))
     try:
+        # No update id from the request id: Temporal would answer a repeat with the first answer, which
+        # says ``repeated: false``. The workflow keeps every request id it recorded and says so itself.
         result: TransitionResult = await handle.execute_update(
-            names.UPDATE_TRANSITION,
-            request,
-            id=f"transition-{request.request_id}" if request.request_id else None,
-            result_type=TransitionResult,
+            names.UPDATE_TRANSITION, request, result_type=TransitionResult
         )
     except WorkflowUpdateFailedError as exc:
         TRANSITIONS.labels(entity_type, _result(exc.cause)).inc()
@@ -269,15 +269,34 @@ def entity_query(entity_type: str, **filters: str | None) -> str:
     return " AND ".join(clauses)
 
 
+def check_filters(lifecycle: Lifecycle, **filters: str | None) -> None:
+    """422 naming the first filter no entity of ``lifecycle`` can match: a state it lacks, or a value
+    outside a field's choices (an empty list would read as "none match")."""
+    allowed = {"state": lifecycle.states}
+    for name in INDEXED:
+        spec = lifecycle.fields.get(name)
+        if spec is not None and spec.choices is not None:
+            allowed[name] = tuple(str(choice) for choice in spec.choices)
+    for name, value in filters.items():
+        if value is not None and name in allowed and value not in allowed[name]:
+            raise Unprocessable(
+                "INVALID_FILTER",
+                f"{name} is one of {', '.join(allowed[name])} for {lifecycle.type}; got {value!r}",
+                {"field": name, "allowed": list(allowed[name])},
+            )
+
+
 async def list_entities(
     client: Client,
     *,
-    entity_type: str,
+    lifecycle: Lifecycle,
     limit: int = 50,
     page_token: str | None = None,
     **filters: str | None,
 ) -> EntityPage:
     """Entities newest first, filtered through Temporal visibility (state and the indexed fields)."""
+    check_filters(lifecycle, **filters)
+    entity_type = lifecycle.type
     found, next_token = await visibility_page(
         client, entity_query(entity_type, **filters), limit=limit, page_token=page_token
     )

@@ -150,9 +150,10 @@ async def start_execution(
 ) -> Started:
     """Start ``name`` once per ``caller_id``: the same id again returns the execution it started.
 
-    Temporal itself refuses a second run under the same workflow id (USE_EXISTING, REJECT_DUPLICATE), so
-    the start comes first and the SQL record after it, in one commit with ``record_also``: whoever commits
-    the record answers "created", every concurrent or later repeat gets the same execution. The record
+    Temporal itself refuses a second run under the same workflow id (FAIL, REJECT_DUPLICATE), so the start
+    comes first and the SQL record after it, in one commit with ``record_also``: the one call whose start
+    Temporal accepted answers "created"; every concurrent or later repeat gets the same execution, also one
+    whose record a crash between the start and the commit lost (it writes the record then). The record
     outlives Temporal's retention, so a repeat after that is still recognised.
     """
     if caller_id is not None and not CALLER_ID.match(caller_id):
@@ -181,7 +182,7 @@ async def start_execution(
             id=workflow_id,
             task_queue=task_queue,
             execution_timeout=timedelta(seconds=timeout) if timeout else None,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(
                 [
@@ -194,28 +195,41 @@ async def start_execution(
             ),
             result_type=ExecutionSnapshot,
         )
-        run_id = handle.result_run_id
+        answer = Started(
+            workflow_id, handle.result_run_id, name, plan.version, ExecutionState.QUEUED.value, created=True
+        )
     except WorkflowAlreadyStartedError as exc:
-        # Closed within Temporal's retention and started again: the earlier run is the answer.
-        run_id = exc.run_id
+        # Running, or closed within Temporal's retention: a repeat, perhaps of a start whose record a crash
+        # lost. That run is the answer, and its record is written now.
+        answer = await _started_before(client, workflow_id, exc.run_id, name, plan.version)
     except RPCError as exc:
         raise Unavailable("TEMPORAL_UNAVAILABLE", f"could not start the execution: {exc.message}") from exc
     record = ExecutionRecord(
-        workflow_id=workflow_id, run_id=run_id, definition=name, version=plan.version, trigger=trigger
+        workflow_id=workflow_id,
+        run_id=answer.run_id,
+        definition=name,
+        version=answer.version,
+        trigger=trigger,
     )
     session.add(record)
     session.add_all(record_also)
     try:
         await session.commit()
     except IntegrityError:
-        await session.rollback()  # a concurrent repeat recorded it first: the same execution
-        existing = await session.get(ExecutionRecord, workflow_id)
-        if existing is None:  # pragma: no cover - deleted in between
-            raise Conflict(
-                "EXECUTION_CONFLICT", f"execution {workflow_id} is being started; try again"
-            ) from None
-        return await _repeat(client, existing)
-    return Started(workflow_id, run_id, name, plan.version, ExecutionState.QUEUED.value, created=True)
+        await session.rollback()  # a concurrent repeat recorded the same execution first
+    return answer
+
+
+async def _started_before(
+    client: Client, workflow_id: str, run_id: str | None, name: str, version: int
+) -> Started:
+    """The run Temporal already holds under ``workflow_id``, with the version it runs."""
+    try:
+        description = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
+    except RPCError:
+        return Started(workflow_id, run_id, name, version, ExecutionState.QUEUED.value, created=False)
+    running = description.typed_search_attributes.get(names.SA_VERSION) or version
+    return Started(workflow_id, run_id, name, running, state_of(description), created=False)
 
 
 async def _repeat(client: Client, existing: ExecutionRecord) -> Started:

@@ -28,6 +28,7 @@ from core.errors import BadRequest, NotFound, Unavailable
 from core.executions import Started, describe_execution, start_execution, visibility_query
 from core.models import ExecutionRecord, StageRun
 from core.payloads import BlobStore
+from core.pollers import live_pollers
 from workflows.definition import Definition
 from workflows.steps import StageConfig, stage_queue
 
@@ -138,8 +139,9 @@ class QueueView:
     paused: bool
 
 
-async def describe_queue(client: Client, task_queue: str) -> QueueView:
-    """Backlog, workers polling and pause state of a stage's activity task queue."""
+async def describe_queue(client: Client, task_queue: str, *, live_within_s: float) -> QueueView:
+    """Backlog, live workers polling (seen within ``live_within_s``) and pause state of a stage's activity
+    task queue."""
     try:
         answer = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
@@ -156,12 +158,14 @@ async def describe_queue(client: Client, task_queue: str) -> QueueView:
     return QueueView(
         queue_length=answer.stats.approximate_backlog_count,
         backlog_age_s=answer.stats.approximate_backlog_age.ToTimedelta().total_seconds(),
-        pollers=len(answer.pollers),
+        pollers=live_pollers(answer.pollers, within_s=live_within_s),
         paused=limit.HasField("rate_limit") and limit.rate_limit.requests_per_second == 0,
     )
 
 
-async def set_paused(client: Client, stage: Stage, *, paused: bool, actor: str | None) -> QueueView:
+async def set_paused(
+    client: Client, stage: Stage, *, paused: bool, actor: str | None, live_within_s: float
+) -> QueueView:
     """Stop (or restart) dispatching the stage's items to its workers; the items wait in the queue."""
     request = UpdateTaskQueueConfigRequest(
         namespace=client.namespace,
@@ -177,11 +181,11 @@ async def set_paused(client: Client, stage: Stage, *, paused: bool, actor: str |
         await client.workflow_service.update_task_queue_config(request)
     except RPCError as exc:
         raise Unavailable("TEMPORAL_UNAVAILABLE", exc.message) from exc
-    return await describe_queue(client, stage.task_queue)
+    return await describe_queue(client, stage.task_queue, live_within_s=live_within_s)
 
 
 async def stage_metrics(
-    session: AsyncSession, client: Client, pipeline: str, stages: list[Stage]
+    session: AsyncSession, client: Client, pipeline: str, stages: list[Stage], *, live_within_s: float
 ) -> list[dict[str, Any]]:
     """Per stage: queue length and pollers from Temporal, items at the stage from visibility, processed and
     failed attempts with their durations from the stage workers' records."""
@@ -192,7 +196,9 @@ async def stage_metrics(
             )
         )
     ).all()
-    queues = await asyncio.gather(*(describe_queue(client, stage.task_queue) for stage in stages))
+    queues = await asyncio.gather(
+        *(describe_queue(client, stage.task_queue, live_within_s=live_within_s) for stage in stages)
+    )
     at_stage = await asyncio.gather(*(_count_at(client, pipeline, stage.name) for stage in stages))
     report = []
     for stage, queue, (processing, parked) in zip(stages, queues, at_stage, strict=True):

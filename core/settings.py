@@ -120,6 +120,12 @@ class Settings(BaseSettings):
         "call the codec endpoint",
     )
     max_wait_s: float = Field(default=60.0, description="Longest `wait` a start request may ask for")
+    worker_live_window_s: float = Field(
+        default=90.0,
+        gt=0,
+        description="A worker counts as live (in /ready and the pipeline metrics) while Temporal saw it poll "
+        "within this; keep it above the server's long-poll interval (1 min by default)",
+    )
 
     ai_provider: Literal["local", "openai"] = Field(
         default="local", description="Provider of ai_process steps that name none: local rules or openai"

@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from core.connectors import mask_url
 from core.settings import Settings
 from tests.conftest import api_settings
 from tests.support.api import running_api
@@ -128,6 +129,39 @@ async def test_replace_rotates_credentials(api: httpx.AsyncClient, shop: Path) -
     assert replaced.status_code == 200 and replaced.json()["config"]["allow_writes"] is True
     missing = await api.put("/api/v1/connectors/nope", json={"type": "sql", "config": body["config"]})
     assert missing.status_code == 404
+
+
+async def test_a_sqlite_url_shows_as_given(api: httpx.AsyncClient, shop: Path) -> None:
+    url = f"sqlite+aiosqlite:///{shop}"  # an absolute path: four slashes, none of which may go
+    assert url.startswith("sqlite+aiosqlite:////")
+    created = await api.post(
+        "/api/v1/connectors", json={"name": "shop", "type": "sql", "config": {"url": url}}
+    )
+    assert created.status_code == 201 and created.json()["config"]["url"] == url, created.text
+    assert (await api.get("/api/v1/connectors/shop")).json()["config"]["url"] == url
+    assert [c["config"]["url"] for c in (await api.get("/api/v1/connectors")).json()] == [url]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("sqlite+aiosqlite:////abs/shop.db", "sqlite+aiosqlite:////abs/shop.db"),
+        ("sqlite+aiosqlite:///relative/shop.db", "sqlite+aiosqlite:///relative/shop.db"),
+        ("sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite:///:memory:"),
+        (
+            "sqlite+aiosqlite:///shop.db?mode=ro&password=pw",
+            "sqlite+aiosqlite:///shop.db?mode=ro&password=***",
+        ),
+        ("postgresql+asyncpg://app:pw@db:5432/shop", "postgresql+asyncpg://app:***@db:5432/shop"),
+        (
+            "postgresql+asyncpg://app@db/shop?sslmode=require",
+            "postgresql+asyncpg://app@db/shop?sslmode=require",
+        ),
+        ("https://u:pw@api.example/v1?token=t#top", "https://u:***@api.example/v1?token=***#top"),
+    ],
+)
+def test_mask_url_keeps_the_url_and_hides_credentials(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
 
 
 async def run(api: httpx.AsyncClient, steps: list[dict[str, Any]]) -> dict[str, Any]:

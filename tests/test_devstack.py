@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,133 +13,27 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.target import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 45.0  # generous: two cores, and the worker imports the stage processors too
-STOP_TIMEOUT_S = 15.0
+from core.devstack import MAX_QUICK_CRASHES, MAX_RESTART_DELAY_S, STABLE_S, Restarts
+from tests.support.devstack import (
+    ROOT,
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    Stack,
+    alive,
+    child_pids,
+    running_stack,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / "api" / "app.py").exists(), reason="the API (api/app.py) does not exist yet"
 )
 
 
-class Stack:
-    """A running ``python -m core.devstack`` and everything it has printed."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.api_port = free_port()
-        env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
-        env.update(
-            CONVEYOR_API_PORT=str(self.api_port),
-            CONVEYOR_TEMPORAL_PORT=str(free_port()),
-            CONVEYOR_TEMPORAL_UI_PORT=str(free_port()),
-            CONVEYOR_DATA_DIR=str(tmp_path),
-            CONVEYOR_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/conveyor.db",
-        )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "core.devstack"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            with self._changed:
-                self._lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def expect(self, pattern: str, timeout: float = START_TIMEOUT_S) -> re.Match[str]:
-        """The first output line matching ``pattern``, waiting for it up to ``timeout`` seconds."""
-        wanted = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._changed:
-            while True:
-                for line in self._lines[seen:]:
-                    if found := wanted.search(line):
-                        return found
-                seen = len(self._lines)
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._reader.is_alive():
-                    pytest.fail(f"no line matching {pattern!r} within {timeout:g}s; output:\n{self.output()}")
-                self._changed.wait(left)
-
-    def output(self) -> str:
-        return "\n".join(self._lines)
-
-    def children(self) -> dict[str, int]:
-        """The children's pids as the banner lists them."""
-        line = self.expect(r"Processes\s+(.*)").group(1)
-        return {name: int(pid) for name, pid in re.findall(r"(\w+) pid (\d+)", line)}
-
-    def stop(self, sig: signal.Signals) -> int:
-        """Send ``sig`` and wait for the exit code (and the rest of the output)."""
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout=STOP_TIMEOUT_S)
-        self._reader.join(timeout=5)
-        return code
-
-
-def child_pids(parent: int) -> set[int]:
-    """Live processes whose parent is ``parent``, from /proc."""
-    found: set[int] = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # exited while we looked
-        state, ppid = fields[0], int(fields[1])
-        if ppid == parent and state != "Z":
-            found.add(int(stat.parent.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def wait_gone(pids: dict[str, int], timeout: float = 5.0) -> dict[str, int]:
-    """Those of ``pids`` still alive after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while (left := {name: pid for name, pid in pids.items() if alive(pid)}) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    running = Stack(tmp_path)
-    try:
+    with running_stack(tmp_path) as running:
         yield running
-    finally:
-        # A failed test must not leave a dev server and an API behind for the rest of the session.
-        children = child_pids(running.process.pid)
-        if running.process.poll() is None:
-            running.process.kill()
-            running.process.wait()
-        for pid in children:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 def definition_names(body: Any) -> set[str]:
@@ -158,6 +48,7 @@ def test_runs_the_stack_and_stops_cleanly_on_sigint(stack: Stack) -> None:
     assert child_pids(stack.process.pid) == set(children.values())
     stack.expect(rf"API\s+http://127\.0\.0\.1:{stack.api_port}$")
     stack.expect(r"API docs\s+http://\S+/docs")
+    stack.expect(r"API keys\s+off: every caller is admin; .*CONVEYOR_AUTH=on CONVEYOR_BOOTSTRAP_ADMIN_KEY=")
     stack.expect(r"Temporal Web UI\s+http://localhost:\d+")
     stack.expect(r"temporal workflow list")
     stack.expect(r"made a development key for secrets at rest: \S+/secret-key")  # a fresh machine works
@@ -174,12 +65,58 @@ def test_runs_the_stack_and_stops_cleanly_on_sigint(stack: Stack) -> None:
     assert "unexpectedly" not in stack.output()
 
 
-def test_reports_a_dead_child_and_stops_the_rest(stack: Stack) -> None:
+def test_the_banner_says_when_keys_are_on(tmp_path: Path) -> None:
+    key = "cvk_devstack1_" + "k" * 32
+    with running_stack(tmp_path, auth="on", bootstrap_admin_key=key) as stack:
+        stack.expect(r"API keys\s+on: every call needs a key; CONVEYOR_BOOTSTRAP_ADMIN_KEY is an admin key")
+        assert httpx.get(f"{stack.api_url}/api/v1/definitions").status_code == 401
+        assert stack.stop(signal.SIGTERM) == 0, stack.output()
+        assert key not in stack.output()
+
+
+def test_a_crashed_worker_or_api_is_started_again(stack: Stack) -> None:
     stack.expect(r"Conveyor is running")
     children = stack.children()
-    os.kill(children["worker"], signal.SIGKILL)
+    for name in ("worker", "api"):
+        os.kill(children[name], signal.SIGKILL)
+        stack.expect(rf"{name} exited unexpectedly with code -9 \(SIGKILL\); starting it again in 1s")
+        again = int(stack.expect(rf"{name} started again \(pid (\d+)\)").group(1))
+        assert again != children[name] and alive(again)
+        children[name] = again
+    assert alive(children["temporal"]), "the others ran on"
 
-    stack.expect(r"worker exited unexpectedly with code -9 \(SIGKILL\)")
-    code = stack.process.wait(timeout=STOP_TIMEOUT_S)
-    assert code != 0
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:  # the new worker polls, the new API answers: ready again
+        try:
+            if httpx.get(f"{stack.api_url}/ready", timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"the stack never became ready again:\n{stack.output()}")
+    assert stack.process.poll() is None
+    assert stack.stop(signal.SIGINT) == 0, stack.output()
     assert wait_gone(children) == {}
+
+
+def test_restart_delays_grow_and_a_child_that_keeps_crashing_is_given_up() -> None:
+    restarts = Restarts()
+    quick = [restarts.delay(uptime_s=1.0) for _ in range(MAX_QUICK_CRASHES)]
+    assert quick == [1.0, 2.0, 4.0, 8.0, 16.0] and max(quick) <= MAX_RESTART_DELAY_S
+    assert restarts.delay(uptime_s=1.0) is None  # one quick crash too many: broken, not unlucky
+
+    recovered = Restarts()
+    assert [recovered.delay(uptime_s=1.0) for _ in range(3)] == [1.0, 2.0, 4.0]
+    assert recovered.delay(uptime_s=STABLE_S) == 1.0  # it ran a while: a fresh start
+
+
+def test_a_worker_that_cannot_start_stops_the_rest(tmp_path: Path) -> None:
+    # No such stage module: the worker fails at every start. Whether it dies before the stack is up (then
+    # nothing is restarted) or after (then it is given up after its quick crashes), the stack ends.
+    policy = Restarts()
+    bound = START_TIMEOUT_S + sum(policy.delay(uptime_s=0) or 0 for _ in range(MAX_QUICK_CRASHES))
+    with running_stack(tmp_path, stage_modules='["no_such_module"]') as stack:
+        stack.expect(r"worker exited unexpectedly with code 1; stopping the others", timeout=bound)
+        assert stack.process.wait(timeout=STOP_TIMEOUT_S) != 0
+        assert child_pids(stack.process.pid) == set()

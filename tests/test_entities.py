@@ -218,16 +218,17 @@ async def test_completed_intake_creates_one_assessment_even_when_retried(api: Ap
     assert (await move(api.admin, "task", intake["id"], "in_progress")).status_code == 200
     first = await move(api.admin, "task", intake["id"], "completed", request_id="done-1")
     assert first.status_code == 200 and not first.json()["repeated"]
-    # A retry while the entity runs is answered by Temporal's update id: the first outcome, not a second move.
+    # A retry while the entity runs is answered by the entity's record of request ids: the first outcome.
     again = await move(api.admin, "task", intake["id"], "completed", request_id="done-1")
     assert again.status_code == 200, again.text
     assert again.json()["transition"] == first.json()["transition"] and again.json()["seq"] == 2
+    assert again.json()["repeated"], "a retry with the same request_id must say it is a repeat"
     # Once final, the workflow ends; a retry then still gets the first outcome, not a rejection.
     intake_handle = api.client.get_workflow_handle(entities.workflow_id("task", intake["id"]))
     await intake_handle.result()
     late = await move(api.admin, "task", intake["id"], "completed", request_id="done-1")
     assert late.status_code == 200, late.text
-    assert late.json()["transition"] == first.json()["transition"]
+    assert late.json()["transition"] == first.json()["transition"] and late.json()["repeated"]
     assert (await move(api.admin, "task", intake["id"], "completed")).status_code == 400
 
     async def assessments() -> list[dict[str, Any]] | None:
@@ -284,6 +285,18 @@ async def test_completed_intake_creates_one_assessment_even_when_retried(api: Ap
     assert [t["to_state"] for t in history["transitions"]] == ["in_progress", "completed"]
     assert history["transitions"][1]["actor"] == "bootstrap admin"
     assert history["transitions"][1]["request_id"] == "done-1"
+
+
+async def test_concurrent_repeats_of_a_request_id_move_once_and_say_so(api: Api) -> None:
+    task = await created(api.admin, "task")
+    answers = await asyncio.gather(
+        *(move(api.admin, "task", task["id"], "in_progress", request_id="start-1") for _ in range(5))
+    )
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    assert sorted(a.json()["repeated"] for a in answers) == [False, True, True, True, True]
+    assert {a.json()["transition"]["seq"] for a in answers} == {1}
+    history = (await api.admin.get(f"/api/v1/entities/task/{task['id']}/history")).json()
+    assert [t["to_state"] for t in history["transitions"]] == ["in_progress"]
 
 
 async def test_long_lived_entity_continues_as_new(api: Api) -> None:

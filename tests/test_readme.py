@@ -27,6 +27,30 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert "make run" in first_block and "make test" in first_block
 
 
+ROOT = Path(__file__).resolve().parents[1]
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_resolves_inside_the_repository() -> None:
+    anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", README, re.MULTILINE)}
+    links = _LINK.findall(README)
+    assert links
+    for target in links:
+        if target.startswith(("http://", "https://")):
+            continue  # a page for readers (temporal.io), not a file of this repository
+        path, _, fragment = target.partition("#")
+        if path:
+            resolved = (ROOT / path).resolve()
+            assert resolved.is_relative_to(ROOT) and resolved.exists(), f"README links {target}: no such file"
+        else:
+            assert fragment in anchors, f"README links #{fragment}: no such heading"
+
+
 def _worked_example() -> dict[str, object]:
     section = README.split("## A worked example", 1)[1]
     match = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)

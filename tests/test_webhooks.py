@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import uuid
@@ -162,6 +163,41 @@ async def test_secret_rotation_keeps_two_active(api: httpx.AsyncClient) -> None:
     assert (await api.post(hook["url"], content=body, headers=_github(body, new))).status_code == 202
 
 
+async def test_secret_rules_are_the_readmes(api: httpx.AsyncClient) -> None:
+    """8 to 512 characters; standard: base64 of a key, whsec_ optional; none: no secret; generated forms."""
+    assert (await api.post("/api/v1/definitions", json=ORDER)).status_code in (200, 201)
+
+    async def create(scheme: str, secret: str | None) -> httpx.Response:
+        config = {"scheme": scheme} if secret is None else {"scheme": scheme, "secret": secret}
+        return await api.post(
+            "/api/v1/definitions/order-hook/triggers", json={"type": "webhook", "config": config}
+        )
+
+    for scheme, secret in (
+        ("github", "x" * 7),
+        ("hmac", "x" * 513),
+        ("standard", "whsec_not base64!"),
+        ("standard", "whsec_"),
+        ("none", "x" * 16),
+    ):
+        refused = await create(scheme, secret)
+        assert refused.status_code == 422, (scheme, secret, refused.text)
+        assert refused.json()["details"].get("field") == "secret", refused.text
+    for scheme, secret in (
+        ("github", "x" * 8),
+        ("stripe", "x" * 512),
+        ("standard", "whsec_" + base64.b64encode(b"k" * 24).decode()),
+        ("standard", base64.b64encode(b"key-bytes").decode()),
+    ):
+        assert (await create(scheme, secret)).status_code == 201, (scheme, secret)
+    standard = (await create("standard", None)).json()["secret"]
+    assert standard.startswith("whsec_") and len(base64.b64decode(standard.removeprefix("whsec_"))) == 24
+    generated = (await create("github", None)).json()
+    assert len(generated["secret"]) == 43
+    rotated = await api.patch(f"/api/v1/triggers/{generated['id']}", json={"secret": "short"})
+    assert rotated.status_code == 422 and rotated.json()["error_code"] == "SECRET_INVALID"
+
+
 async def _exactly_once(api: httpx.AsyncClient, client: Client) -> None:
     hook = await _webhook(api, scheme="github", secret=SECRET, input_mapping=MAPPING)
     body = b'{"order": {"id": 9}}'
@@ -239,3 +275,47 @@ async def test_other_schemes_end_to_end(
         assert answer.json()["delivery_id"].startswith("id-")  # unsafe characters: hashed
     result = await client.get_workflow_handle(answer.json()["execution_id"]).result()
     assert result["output"]["sender"] == scheme
+
+
+HOLD = {
+    "name": "hold-hook",
+    "steps": [{"id": "hold", "type": "delay", "with": {"duration": "1h"}}],
+}
+
+
+async def test_a_redelivery_whose_execution_exists_is_a_duplicate(
+    api: httpx.AsyncClient, client: Client, tmp_path: Path
+) -> None:
+    """The API died after Temporal started a delivery's execution and before the store recorded it: the
+    sender's redelivery finds the execution (running, then closed) and says it is a duplicate."""
+    assert (await api.post("/api/v1/definitions", json=HOLD)).status_code == 201
+    created = await api.post(
+        "/api/v1/definitions/hold-hook/triggers",
+        json={"type": "webhook", "config": {"scheme": "github", "secret": SECRET}},
+    )
+    hook = created.json()
+    body = b'{"order": 1}'
+    headers = _github(body, delivery="crash-1")
+    first = await api.post(hook["url"], content=body, headers=headers)
+    assert first.status_code == 202, first.text
+    execution_id = first.json()["execution_id"]
+
+    async def forget() -> None:
+        # What a crash between Temporal's start and the store's commit leaves: no record of either.
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/api.db")
+        async with engine.begin() as connection:
+            await connection.execute(text("DELETE FROM deliveries"))
+            await connection.execute(text("DELETE FROM executions"))
+        await engine.dispose()
+
+    await forget()
+    again = await api.post(hook["url"], content=body, headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json() == {"execution_id": execution_id, "delivery_id": "crash-1", "duplicate": True}
+
+    await client.get_workflow_handle(execution_id).terminate("closed, within Temporal's retention")
+    await forget()
+    late = await api.post(hook["url"], content=body, headers=headers)
+    assert late.status_code == 200, late.text
+    assert late.json() == {"execution_id": execution_id, "delivery_id": "crash-1", "duplicate": True}
+    assert [w.id async for w in client.list_workflows(f"WorkflowId = '{execution_id}'")] == [execution_id]

@@ -77,7 +77,9 @@ SecondsOrTemplate = Annotated[float | str, BeforeValidator(_seconds_or_template)
 TimeoutOrTemplate = Annotated[float | str, BeforeValidator(_timeout_or_template)]
 """A timeout, or a template rendered to one when the step runs."""
 StepId = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
-Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""What names a definition, a connector, a stage: lower-case letters, digits, ``_`` and ``-``."""
+Slug = Annotated[str, Field(pattern=SLUG)]
 
 
 class _Frozen(BaseModel):

@@ -351,7 +351,8 @@ class DefinitionWorkflow:
             self._closed_at = self._now()
             raise
         finally:
-            await self._release()
+            if _on_its_loop():
+                await self._release()
         if self._stage_names:
             workflow.upsert_search_attributes([names.SA_STAGE.value_set(names.STAGE_DONE)])
         self._skip_unrun()
@@ -1014,6 +1015,7 @@ class DefinitionWorkflow:
             if (
                 self._waits == 0
                 and self._state is ExecutionState.WAITING
+                and _on_its_loop()
                 and not self._cancelled_while_waiting()
             ):
                 self._move(ExecutionState.PROCESSING, ended, step=step.id)
@@ -1112,7 +1114,8 @@ class DefinitionWorkflow:
                         raise
                     failed.append({"index": offset + position, "error": _error_view(failure.error)})
                 finally:
-                    _SCOPE.reset(token)
+                    if _on_its_loop():  # elsewhere the token belongs to a context that is not current
+                        _SCOPE.reset(token)
 
         tasks = [asyncio.create_task(iteration(i, item)) for i, item in enumerate(items)]
         await _all_or_first_failure(tasks)
@@ -1169,8 +1172,9 @@ class DefinitionWorkflow:
             # Also on the execution's cancellation: the slots are not cancelled themselves (a child
             # cancelled while starting would be left behind), their children are, and are waited for.
             stopping = True
-            await asyncio.gather(*(_cancel_child(handle) for handle in list(running.values())))
-            await asyncio.gather(*slots, return_exceptions=True)
+            if _on_its_loop():
+                await asyncio.gather(*(_cancel_child(handle) for handle in list(running.values())))
+                await asyncio.gather(*slots, return_exceptions=True)
         if failures:
             raise failures[min(failures)]
         for task in slots:
@@ -1561,7 +1565,7 @@ async def _all_or_first_failure(
             if broken is not None:
                 raise broken.exception()  # type: ignore[misc]
     finally:
-        pending = [t for t in tasks if not t.done()]
+        pending = [t for t in tasks if not t.done()] if _on_its_loop() else []
         for task in pending:
             task.cancel()
         if pending:
@@ -1576,6 +1580,17 @@ async def _cancel_child(handle: workflow.ChildWorkflowHandle[Any, Any]) -> None:
     external = workflow.get_external_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
     with contextlib.suppress(FailureError):  # it ended before the request reached it
         await external.cancel()
+
+
+def _on_its_loop() -> bool:
+    """False while Python closes a run's coroutines from outside its event loop.
+
+    A worker that stops leaves the runs in its cache to the garbage collector (Temporal's SDK evicts only
+    runs with pending work), which throws ``GeneratorExit`` into each suspended coroutine. ``finally`` blocks
+    then run where nothing may be awaited and no workflow API works; the cleanup they do is skipped (and
+    nothing is lost: the run goes on from its history on another worker, where the cleanup happens).
+    """
+    return workflow.in_workflow()
 
 
 def _all_ids(step: Step) -> list[str]:

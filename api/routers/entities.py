@@ -78,10 +78,9 @@ async def list_entities(
     page_token: str | None = None,
 ) -> dict[str, Any]:
     """Entities of a type, newest first, filtered by state and indexed fields (a visibility query)."""
-    await get_lifecycle(session, entity_type)
     page = await store.list_entities(
         temporal,
-        entity_type=entity_type,
+        lifecycle=await get_lifecycle(session, entity_type),
         limit=limit,
         page_token=page_token,
         state=state,

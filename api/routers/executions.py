@@ -11,8 +11,10 @@ from pydantic import BaseModel, Field
 
 from api.auth import Operator, Viewer
 from api.deps import SessionDep, SettingsDep, TemporalDep
+from api.filters import DefinitionField, DefinitionFilter, StageField, StageFilter, StateFilter
 from core import control
 from core import executions as service
+from workflows.states import ExecutionState
 
 router = APIRouter(prefix="/api/v1", tags=["executions"])
 
@@ -164,9 +166,9 @@ async def start_execution(
 async def list_executions(
     temporal: TemporalDep,
     _caller: Viewer,
-    definition: str | None = None,
-    state: str | None = None,
-    stage: str | None = None,
+    definition: DefinitionFilter = None,
+    state: StateFilter = None,
+    stage: StageFilter = None,
     stuck: bool = Query(False, description="only executions whose workflow task keeps failing"),
     limit: int = Query(50, ge=1, le=1000),
     page_token: str | None = None,
@@ -212,9 +214,9 @@ class ControlAnswer(BaseModel):
 
 
 class BulkFilterBody(BaseModel):
-    definition: str | None = None
-    state: str | None = None
-    stage: str | None = None
+    definition: DefinitionField | None = None
+    state: ExecutionState | None = None
+    stage: StageField | None = None
     started_after: datetime | None = None
     started_before: datetime | None = None
 

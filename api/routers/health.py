@@ -13,6 +13,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from api.deps import SessionDep, SettingsDep, TemporalDep
+from core.pollers import live_pollers
 from core.stats import refresh_stuck_gauge
 
 router = APIRouter(tags=["health"])
@@ -26,7 +27,7 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", responses={503: {"description": "a dependency is not ready"}})
 async def ready(session: SessionDep, temporal: TemporalDep, settings: SettingsDep) -> JSONResponse:
-    """Readiness: the database and Temporal answer, and a worker polls the main task queue."""
+    """Readiness: the database and Temporal answer, and a live worker polls the main task queue."""
     checks: dict[str, Any] = {}
     try:
         await session.exec(text("select 1"))  # type: ignore[call-overload]
@@ -42,7 +43,7 @@ async def ready(session: SessionDep, temporal: TemporalDep, settings: SettingsDe
             )
         )
         checks["temporal"] = "ok"
-        checks["workers"] = len(described.pollers)
+        checks["workers"] = live_pollers(described.pollers, within_s=settings.worker_live_window_s)
     except Exception as exc:
         checks["temporal"] = f"error: {type(exc).__name__}"
         checks["workers"] = 0

@@ -189,13 +189,15 @@ def _metadata(raw: object) -> dict[str, Any]:
 
 @router.get("/pipelines/{name}/stages", response_model=list[StageView])
 async def list_stages(
-    name: str, session: SessionDep, temporal: TemporalDep, _caller: Viewer
+    name: str, session: SessionDep, temporal: TemporalDep, settings: SettingsDep, _caller: Viewer
 ) -> list[StageView]:
     """The stages in the order items reach them, with their task queues and whether they are paused."""
     stages = await service.pipeline_stages(session, name)
     views = []
     for stage in stages:
-        queue = await service.describe_queue(temporal, stage.task_queue)
+        queue = await service.describe_queue(
+            temporal, stage.task_queue, live_within_s=settings.worker_live_window_s
+        )
         views.append(
             StageView(
                 **asdict(stage), paused=queue.paused, queue_length=queue.queue_length, pollers=queue.pollers
@@ -206,11 +208,14 @@ async def list_stages(
 
 @router.get("/pipelines/{name}/metrics", response_model=PipelineMetrics)
 async def pipeline_metrics(
-    name: str, session: SessionDep, temporal: TemporalDep, _caller: Viewer
+    name: str, session: SessionDep, temporal: TemporalDep, settings: SettingsDep, _caller: Viewer
 ) -> PipelineMetrics:
     """Per stage: queue length, workers polling, in flight, parked, processed, failed, avg/p95 duration."""
     stages = await service.pipeline_stages(session, name)
-    report = [StageMetrics(**row) for row in await service.stage_metrics(session, temporal, name, stages)]
+    rows = await service.stage_metrics(
+        session, temporal, name, stages, live_within_s=settings.worker_live_window_s
+    )
+    report = [StageMetrics(**row) for row in rows]
     return PipelineMetrics(
         pipeline=name,
         queue_lengths={row.stage: row.queue_length for row in report},
@@ -224,26 +229,35 @@ async def pipeline_metrics(
 
 @router.post("/pipelines/{name}/stages/{stage}/pause", response_model=StageView)
 async def pause_stage(
-    name: str, stage: str, session: SessionDep, temporal: TemporalDep, caller: Operator
+    name: str, stage: str, session: SessionDep, temporal: TemporalDep, settings: SettingsDep, caller: Operator
 ) -> StageView:
     """Stop handing this stage's items to its workers: they wait in its queue until ``resume``. Items
     already being worked on finish."""
-    return await _set_paused(name, stage, session, temporal, caller.name, paused=True)
+    return await _set_paused(name, stage, session, temporal, settings, caller.name, paused=True)
 
 
 @router.post("/pipelines/{name}/stages/{stage}/resume", response_model=StageView)
 async def resume_stage(
-    name: str, stage: str, session: SessionDep, temporal: TemporalDep, caller: Operator
+    name: str, stage: str, session: SessionDep, temporal: TemporalDep, settings: SettingsDep, caller: Operator
 ) -> StageView:
     """Hand this stage's waiting items to its workers again."""
-    return await _set_paused(name, stage, session, temporal, caller.name, paused=False)
+    return await _set_paused(name, stage, session, temporal, settings, caller.name, paused=False)
 
 
 async def _set_paused(
-    name: str, stage: str, session: SessionDep, temporal: TemporalDep, actor: str, *, paused: bool
+    name: str,
+    stage: str,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    actor: str,
+    *,
+    paused: bool,
 ) -> StageView:
     chosen = service.find_stage(await service.pipeline_stages(session, name), stage)
-    queue = await service.set_paused(temporal, chosen, paused=paused, actor=actor)
+    queue = await service.set_paused(
+        temporal, chosen, paused=paused, actor=actor, live_within_s=settings.worker_live_window_s
+    )
     return StageView(
         **asdict(chosen), paused=queue.paused, queue_length=queue.queue_length, pollers=queue.pollers
     )

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import Viewer
 from api.deps import TemporalDep
+from api.filters import DefinitionFilter
 from core import stats as service
 
 router = APIRouter(prefix="/api/v1", tags=["stats"])
@@ -54,7 +55,7 @@ async def execution_stats(
     temporal: TemporalDep,
     _caller: Viewer,
     time_range: str = Query("24h", description="how far back: 1h, 24h, 7d … (at most 31d)"),
-    definition: str | None = Query(None, description="only executions of this definition"),
+    definition: DefinitionFilter = None,
 ) -> StatsView:
     """State distribution, throughput per hour, error rate, avg and p95 duration, active executions."""
     stats = await service.execution_stats(temporal, time_range=time_range, definition=definition)

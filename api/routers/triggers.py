@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import Admin, Operator, Viewer
 from api.deps import SealerDep, SessionDep, SettingsDep, TemporalDep
+from api.filters import DefinitionFilter
 from core import schedules
 from core import triggers as store
 from core.errors import BadRequest, Conflict
@@ -120,7 +121,7 @@ async def create_trigger(
 
 @router.get("/triggers", response_model=list[TriggerView])
 async def list_triggers(
-    session: SessionDep, _caller: Viewer, definition: str | None = None
+    session: SessionDep, _caller: Viewer, definition: DefinitionFilter = None
 ) -> list[TriggerView]:
     """Triggers of one definition, or all; secrets masked."""
     return [_view(t) for t in await store.list_triggers(session, definition=definition)]
