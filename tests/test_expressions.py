@@ -240,10 +240,13 @@ HOSTILE: dict[str, str] = {
     "sum of lists": "{{ ([['x'] * 10000] * 10000) | sum(start=[]) | length }}",
     "output of a loop": "{% for i in range(10000) %}{{ 'x' * 1000 }}{% endfor %}",
     "literal text in a loop": "{% for i in range(10000) %}" + "x" * 1000 + "{% endfor %}",
-    "set block": "{% set s %}{% for i in range(10000) %}{{ 'x' * 1000 }}{% endfor %}{% endset %}{{ s|length }}",
+    "set block": (
+        "{% set s %}{% for i in range(10000) %}{{ 'x' * 1000 }}{% endfor %}{% endset %}{{ s | length }}"
+    ),
     "big integers": "{{ ((10 ** 1000) ** 1000) ** 1000 }}",
     "big integer products": (
-        "{% set ns = namespace(n=10 ** 999) %}{% for i in range(30) %}{% set ns.n = ns.n * ns.n %}{% endfor %}"
+        "{% set ns = namespace(n=10 ** 999) %}"
+        "{% for i in range(30) %}{% set ns.n = ns.n * ns.n %}{% endfor %}"
     ),
 }
 

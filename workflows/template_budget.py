@@ -46,7 +46,7 @@ class Budget:
     held in a context variable rather than anywhere global. Nested renders share the outer budget.
     """
 
-    __slots__ = ("work", "volume", "_token")
+    __slots__ = ("_token", "volume", "work")
 
     def __init__(self) -> None:
         self.work = MAX_WORK

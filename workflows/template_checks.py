@@ -26,7 +26,7 @@ def problems(tree: nodes.Template) -> list[str]:
 
 def _internals(tree: nodes.Template) -> Iterator[str]:
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        name = node.attr if isinstance(node, nodes.Getattr) else _constant(node.arg)
+        name = node.attr if isinstance(node, nodes.Getattr) else _constant(node.arg)  # type: ignore[attr-defined]
         if isinstance(name, str) and name.startswith("_"):
             yield f"{name!r} is not allowed: names starting with '_' reach Python internals"
 
@@ -109,7 +109,7 @@ def _loops(body: list[nodes.Node], times: int) -> Iterator[str]:
         if isinstance(node, nodes.For):
             inner = times * (_length(node.iter) or 1)
             if inner > MAX_WORK >= times:
-                yield f"loops nested here run {inner:,} times, more than the {MAX_WORK:,} steps a render may take"
+                yield f"loops nested here run {inner:,} times; a render may take {MAX_WORK:,} steps"
                 continue
         yield from _loops(list(node.iter_child_nodes()), inner)
 

@@ -37,7 +37,7 @@ _JINJA_CALL = 20
 
 
 class BoundedEnvironment(SandboxedEnvironment):
-    """The sandbox, with bounded work and sizes for every render made under a :class:`template_budget.Budget`."""
+    """The sandbox, bounding the work and sizes of each render made under a ``template_budget.Budget``."""
 
     intercepted_binops = frozenset({"+", "*", "**", "%"})
 
@@ -47,7 +47,7 @@ class BoundedEnvironment(SandboxedEnvironment):
         self.filters.update(
             {_ITEMS: budget.counted, _SPEND: budget.spend, _CONCAT: _concat, _SCAN: budget.scanned}
         )
-        self.tests = {name: _bounded_test(test) for name, test in self.tests.items()}
+        self.tests = {name: _bounded_test(test) for name, test in self.tests.items()}  # type: ignore[arg-type]
         self.globals["range"] = bounded_range
 
     def _generate(
@@ -58,7 +58,7 @@ class BoundedEnvironment(SandboxedEnvironment):
         source.set_environment(self)
         return super()._generate(source, name, filename, defer_init)
 
-    def concat(self, chunks: Iterable[str]) -> str:  # type: ignore[override]
+    def concat(self, chunks: Iterable[str]) -> str:
         """Join output, and the buffers of blocks and macros, refusing text over the size cap."""
         return "".join(budget.joined("", chunks))
 
@@ -130,7 +130,7 @@ class BoundedEnvironment(SandboxedEnvironment):
             if is_format_map:
                 if kwargs or len(args) != 1:
                     raise TypeError("format_map() takes exactly one positional argument")
-                args, kwargs = (), args[0]
+                return type(receiver)(formatter.vformat(receiver, (), args[0]))
             return type(receiver)(formatter.vformat(receiver, args, kwargs))
 
         return functools.update_wrapper(bounded_format, value)
@@ -151,7 +151,7 @@ class _Metering(NodeTransformer):
         self.generic_visit(node)
         # Items a loop's filter (`for x in xs if ...`) skips still cost the filter.
         per_item = 1 + (_weight([node.test]) if node.test is not None else 0)
-        node.iter = _internal(_ITEMS, node.iter, nodes.Const(per_item))
+        node.iter = _internal(_ITEMS, node.iter, nodes.Const(per_item))  # type: ignore[arg-type]
         node.body.insert(0, _spending(node.body))
         return node
 
