@@ -18,7 +18,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import TemplateError
 
 from workflows import template_checks
-from workflows.template_budget import MAX_SOURCE, Budget, TemplateTooCostly
+from workflows.template_budget import MAX_SOURCE, Budget, TemplateTooCostly, Unbudgeted
 from workflows.template_sandbox import BoundedEnvironment
 
 ROOTS = frozenset(
@@ -111,10 +111,11 @@ def _compile(source: str) -> Callable[[Mapping[str, Any]], Any]:
         )
     single = _SINGLE.match(source)
     try:
-        if single:
-            expression = _ENV.compile_expression(single.group("expr"), undefined_to_none=False)
-            return lambda context: expression(**context)
-        template = _ENV.from_string(source)
+        with Unbudgeted():
+            if single:
+                expression = _ENV.compile_expression(single.group("expr"), undefined_to_none=False)
+                return lambda context: expression(**context)
+            template = _ENV.from_string(source)
     except TemplateSyntaxError as exc:
         raise ExpressionError(source, f"syntax error: {exc.message}") from None
     except (RecursionError, SyntaxError):
@@ -126,25 +127,29 @@ def _compile(source: str) -> Callable[[Mapping[str, Any]], Any]:
 def render_text(source: str, context: Mapping[str, Any]) -> Any:
     """Evaluate one template string against ``context``, within a budget of its own unless in a render."""
     with Budget():
-        evaluate = _compile(source)
-        try:
-            return _plain(source, evaluate(context))
-        except ExpressionError:
-            raise
-        except TemplateTooCostly as exc:
-            raise ExpressionError(source, f"too costly: {exc}") from None
-        except RecursionError:
-            raise ExpressionError(source, _TOO_DEEP) from None
-        except (
-            TemplateError,
-            ArithmeticError,
-            TypeError,
-            ValueError,
-            KeyError,
-            IndexError,
-            AttributeError,
-        ) as exc:
-            raise ExpressionError(source, f"{type(exc).__name__}: {exc}") from None
+        return _render_text(source, context)
+
+
+def _render_text(source: str, context: Mapping[str, Any]) -> Any:
+    evaluate = _compile(source)
+    try:
+        return _plain(source, evaluate(context))
+    except ExpressionError:
+        raise
+    except TemplateTooCostly as exc:
+        raise ExpressionError(source, f"too costly: {exc}") from None
+    except RecursionError:
+        raise ExpressionError(source, _TOO_DEEP) from None
+    except (
+        TemplateError,
+        ArithmeticError,
+        TypeError,
+        ValueError,
+        KeyError,
+        IndexError,
+        AttributeError,
+    ) as exc:
+        raise ExpressionError(source, f"{type(exc).__name__}: {exc}") from None
 
 
 def render(value: Any, context: Mapping[str, Any]) -> Any:
@@ -158,7 +163,7 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
 
 def _render(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
-        return render_text(value, context) if is_template(value) else value
+        return _render_text(value, context) if is_template(value) else value
     if isinstance(value, list):
         return [_render(v, context) for v in value]
     if isinstance(value, dict):

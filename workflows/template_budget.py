@@ -33,6 +33,9 @@ MAX_SOURCE = 100_000
 """Characters in one template's source: compiling is linear in it and runs on the same thread."""
 
 _SIZED = (str, list, tuple, dict)
+SMALL = 64
+"""Copying or scanning this many characters or items costs less than the step of work that asked for it, so
+smaller values are not paid for again: the hot path of ordinary templates stays a length check."""
 
 
 class TemplateTooCostly(SecurityError):
@@ -69,6 +72,21 @@ class Budget:
 _CURRENT: ContextVar[Budget | None] = ContextVar("conveyor_template_budget", default=None)
 
 
+class Unbudgeted:
+    """No budget in force, for compiling: Jinja's constant folding must leave metered work to the render,
+    and compiling happens inside the render that first needs a template."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _CURRENT.set(None)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        _CURRENT.reset(self._token)
+
+
 def current() -> Budget:
     """The budget of the render in progress.
 
@@ -83,7 +101,7 @@ def current() -> Budget:
 
 def spend(work: int = 1, volume: int = 0) -> None:
     """Take ``work`` and ``volume`` from the current render's budget, failing it once either runs out."""
-    budget = current()
+    budget = _CURRENT.get() or current()
     budget.work -= work
     budget.volume -= volume
     if budget.work < 0 or budget.volume < 0:
@@ -113,14 +131,14 @@ def fits(size: int) -> None:
 
 def made(value: Any) -> Any:
     """Check and pay for a value just made (by an operation that cannot make more than its inputs' size)."""
-    if isinstance(value, _SIZED):
+    if isinstance(value, _SIZED) and len(value) > SMALL:
         will_make(len(value))
     return value
 
 
 def scanned(value: Any) -> Any:
     """Pay for a pass over ``value`` at C speed (membership, comparison, a string method)."""
-    if isinstance(value, _SIZED):
+    if isinstance(value, _SIZED) and len(value) > SMALL:
         spend(volume=len(value))
     return value
 
@@ -128,7 +146,8 @@ def scanned(value: Any) -> Any:
 def processed(value: Any) -> None:
     """Pay for a pass over ``value`` at Python speed: one step of work per item, or volume for text."""
     if isinstance(value, str):
-        spend(volume=len(value))
+        if len(value) > SMALL:
+            spend(volume=len(value))
     elif isinstance(value, _SIZED):
         spend(work=len(value))
 
@@ -151,18 +170,30 @@ def size_of_int(value: int) -> None:
     spend(volume=bits // 8)
 
 
+def is_sized(value: Any) -> bool:
+    """Whether ``value`` is data whose size is known without going through it."""
+    return isinstance(value, _SIZED)
+
+
 def joined(separator: str, items: Iterable[Any], strict: bool = False) -> list[Any]:
     """``items`` as text for ``separator.join``, refusing before the joined text would pass the cap.
 
-    Items are made text one at a time so that a list holding one huge value many times fails at the
-    first copies, not after all of them. ``strict`` leaves items that are not text as they are, for
+    Items that are not text yet are made text one at a time, so that a list holding one huge value many
+    times fails at the first copies, not after all of them. ``strict`` leaves them as they are, for
     ``str.join`` to refuse as it always does.
     """
-    parts: list[Any] = []
+    items = list(items)
+    if set(map(type, items)) <= {str}:
+        # Only references so far: the sizes are summed before anything is copied.
+        will_make(sum(map(len, items)) + len(separator) * max(len(items) - 1, 0))
+        return items
+    if strict:
+        return items  # str.join refuses them before making anything
+    parts: list[str] = []
     total = 0
     for item in items:
-        part = item if isinstance(item, str) or strict else str(item)
-        total += (len(part) if isinstance(part, str) else 0) + len(separator)
+        part = str(item)
+        total += len(part) + len(separator)
         if total > MAX_SEQUENCE + len(separator):
             will_make(total)
         parts.append(part)

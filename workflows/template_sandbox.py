@@ -31,6 +31,7 @@ _ITEMS = "metered:items"
 _SPEND = "metered:spend"
 _CONCAT = "metered:concat"
 _SCAN = "metered:scan"
+_MADE = "metered:made"
 
 _SEQUENCES = (str, list, tuple)
 _JINJA_CALL = 20
@@ -45,7 +46,13 @@ class BoundedEnvironment(SandboxedEnvironment):
         super().__init__(finalize=_finalize, **options)
         self.filters = {name: _bounded_filter(name, f) for name, f in {**self.filters, **_REPLACED}.items()}
         self.filters.update(
-            {_ITEMS: budget.counted, _SPEND: budget.spend, _CONCAT: _concat, _SCAN: budget.scanned}
+            {
+                _ITEMS: budget.counted,
+                _SPEND: budget.spend,
+                _CONCAT: _concat,
+                _SCAN: budget.scanned,
+                _MADE: budget.made,
+            }
         )
         self.tests = {name: _bounded_test(test) for name, test in self.tests.items()}  # type: ignore[arg-type]
         self.globals["range"] = bounded_range
@@ -60,7 +67,10 @@ class BoundedEnvironment(SandboxedEnvironment):
 
     def concat(self, chunks: Iterable[str]) -> str:
         """Join output, and the buffers of blocks and macros, refusing text over the size cap."""
-        return "".join(budget.joined("", chunks))
+        # Each chunk is text already paid for as it was made, so holding them all costs only references.
+        parts = list(chunks)
+        budget.will_make(sum(map(len, parts)))
+        return "".join(parts)
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         # Calling a macro, or a recursive loop's `loop`, sets up a fresh context in Python: tens of steps.
@@ -104,10 +114,6 @@ class BoundedEnvironment(SandboxedEnvironment):
         if isinstance(left, str):
             budget.will_make(budget.printf_size(left, right))
         return budget.made(left % right)
-
-    def getitem(self, obj: Any, argument: Any) -> Any:
-        value = super().getitem(obj, argument)
-        return budget.made(value) if isinstance(argument, slice) else value
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         # Jinja's own wrapper with a formatter that checks each field's width before padding to it.
@@ -169,6 +175,11 @@ class _Metering(NodeTransformer):
         self.generic_visit(node)
         return _internal(_CONCAT, nodes.Tuple(node.nodes, "load", lineno=node.lineno))
 
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Expr:
+        self.generic_visit(node)
+        # A slice copies: checked and paid for like any value made.
+        return _internal(_MADE, node) if isinstance(node.arg, nodes.Slice) else node
+
     def visit_Compare(self, node: nodes.Compare) -> nodes.Compare:
         self.generic_visit(node)
         node.expr = _scanning(node.expr)
@@ -196,7 +207,11 @@ def _weight(body: Iterable[nodes.Node]) -> int:
 
 
 def _finalize(value: Any) -> str:
-    return budget.made(value if isinstance(value, str) else str(value))  # type: ignore[no-any-return]
+    # Every `{{ }}` output passes here: the common small case is only a length check.
+    text = value if type(value) is str else str(value)
+    if len(text) > budget.SMALL:
+        budget.will_make(len(text))
+    return text
 
 
 def _concat(parts: tuple[Any, ...]) -> str:
@@ -236,11 +251,11 @@ class _BoundedEscapeFormatter(_BoundedFormatter, EscapeFormatter):
 
 # -- filters and tests ---------------------------------------------------------------------------------------
 
-_PAID_WHERE_USED = frozenset(
-    {"abs", "attr", "batch", "count", "d", "default", "first", "float", "int", "items", "last", "length",
-     "map", "reject", "rejectattr", "round", "safe", "select", "selectattr", "slice"}
+_CONSTANT_TIME = frozenset(
+    {"abs", "attr", "count", "d", "default", "first", "float", "int", "items", "last", "length", "round",
+     "safe"}
 )  # fmt: skip
-"""Filters that take constant time, or hand back a generator whose items are paid for as they are taken."""
+"""Filters that do not go through their value (``items`` hands back a generator, paid for as it is used)."""
 
 
 def _center(value: Any, width: Any = 80) -> None:
@@ -278,6 +293,11 @@ def _batch(value: Any, linecount: Any, fill_with: Any = None) -> None:
         budget.will_make(linecount)
 
 
+def _slice(value: Any, slices: Any, fill_with: Any = None) -> None:
+    if isinstance(slices, int):
+        budget.spend(work=slices)
+
+
 _CHARACTERS_PER_STEP = {"urlize": 1, "wordwrap": 4, "title": 8, "urlencode": 16, "wordcount": 16}
 """Filters that go through text in Python rather than C, and how many characters cost a step of work."""
 
@@ -287,6 +307,7 @@ _CHECKS: dict[str, Callable[..., None]] = {
     "format": _format,
     "indent": _indent,
     "replace": _replace,
+    "slice": _slice,
     "wordwrap": _wordwrap,
 }
 """Filters whose result can outgrow their input, with how they check its size before making it."""
@@ -320,21 +341,24 @@ _REPLACED: dict[str, Callable[..., Any]] = {"join": _join, "sum": _sum}
 def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     at = 0 if _PassArg.from_obj(func) is None else 1  # where the filtered value is, after any context
     check = _CHECKS.get(name)
-    paid_where_used = name in _PAID_WHERE_USED
+    constant_time = name in _CONSTANT_TIME
     characters_per_step = _CHARACTERS_PER_STEP.get(name)
 
     @functools.wraps(func)  # keeps Jinja's pass_context / pass_eval_context marks
     def bounded(*args: Any, **kwargs: Any) -> Any:
+        value = args[at]
         budget.spend()
-        if not paid_where_used:
-            budget.processed(args[at])
+        if not constant_time:
+            budget.processed(value)
         if characters_per_step is not None:
-            budget.spend(work=len(str(args[at])) // characters_per_step)
+            budget.spend(work=len(str(value)) // characters_per_step)
         if check is not None:
             check(*args[at:], **kwargs)
         result = func(*args, **kwargs)
-        if isinstance(result, GeneratorType):
-            return budget.counted(result, 1)
+        if type(result) is GeneratorType:
+            # A generator over a generator (`range(n) | map(...)`) pays as its items are taken; over a
+            # list, its items were paid for above.
+            return result if budget.is_sized(value) else budget.counted(result, 1)
         return budget.made(result)
 
     return bounded
