@@ -152,12 +152,13 @@ def _render_text(source: str, context: Mapping[str, Any]) -> Any:
         raise ExpressionError(source, f"{type(exc).__name__}: {exc}") from None
 
 
-def render(value: Any, context: Mapping[str, Any]) -> Any:
+def render(value: Any, context: Mapping[str, Any], *, limited: bool = True) -> Any:
     """Render every template inside ``value`` (strings, and lists and dicts of them) against ``context``.
 
-    All of ``value`` shares one budget of work and size.
+    All of ``value`` shares one budget of work and size; ``limited=False`` renders as before the bounds
+    existed, for workflow histories recorded then.
     """
-    with Budget():
+    with Budget(limited):
         return _render(value, context)
 
 

@@ -87,6 +87,10 @@ PATCH_PARK_ON_FAILURE = "park-on-failure"
 """Histories from before it failed an execution at the first failed step, with no workflow-level retry,
 no SUSPENDED state and no ``ConveyorError`` search attribute."""
 
+PATCH_TEMPLATE_BOUNDS = "template-bounds"
+"""Histories from before it bounded the work and size of each render (a render over the bounds fails its
+step with ExpressionFailed instead of holding the workflow task until the SDK declares it deadlocked)."""
+
 DONE = frozenset({"completed", "skipped", "recovered"})
 """Step statuses a resumed execution does not run again."""
 
@@ -1287,7 +1291,7 @@ class DefinitionWorkflow:
             **extra,
         }
         try:
-            return expressions.render(value, context)
+            return expressions.render(value, context, limited=workflow.patched(PATCH_TEMPLATE_BOUNDS))
         except expressions.ExpressionError as exc:
             raise StepFailed(
                 StepError(

@@ -10,6 +10,7 @@ counts depend only on the template and its data, so a replay fails at the same p
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from types import TracebackType
@@ -49,11 +50,13 @@ class Budget:
     held in a context variable rather than anywhere global. Nested renders share the outer budget.
     """
 
-    __slots__ = ("_token", "volume", "work")
+    __slots__ = ("_token", "limited", "volume", "work")
 
-    def __init__(self) -> None:
-        self.work = MAX_WORK
-        self.volume = MAX_VOLUME
+    def __init__(self, limited: bool = True) -> None:
+        # Unlimited, a render works as before the bounds existed: for replaying histories recorded then.
+        self.limited = limited
+        self.work = MAX_WORK if limited else sys.maxsize
+        self.volume = MAX_VOLUME if limited else sys.maxsize
         self._token: Any = None
 
     def __enter__(self) -> Budget:
@@ -125,8 +128,13 @@ def will_make(size: int) -> None:
 
 def fits(size: int) -> None:
     """Refuse a value (a list growing in place) that would pass the size cap; its growth is paid elsewhere."""
-    if size > MAX_SEQUENCE:
+    if size > MAX_SEQUENCE and (_CURRENT.get() or current()).limited:
         raise TemplateTooCostly(f"a value of {size:,} characters or items, more than {MAX_SEQUENCE:,}")
+
+
+def limited() -> bool:
+    """Whether the render in progress is bounded (see :class:`Budget`)."""
+    return (_CURRENT.get() or current()).limited
 
 
 def made(value: Any) -> Any:
@@ -220,9 +228,9 @@ def printf_size(template: str, values: Any) -> int:
     for key, width, precision, kind in _PRINTF.findall(template):
         if kind == "%":
             continue
-        if "*" in (width, precision):
+        if "*" in (width, precision) and limited():
             raise TemplateTooCostly("'*' widths in %-formatting are not supported in templates")
-        size += int(width or 0) + int(precision or 0)
+        size += int(width if width.isdigit() else 0) + int(precision if precision.isdigit() else 0)
         # A mapping's value is made text once per conversion that names it.
         if key and isinstance(values, Mapping):
             size += _length(values.get(key))

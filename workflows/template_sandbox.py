@@ -24,7 +24,13 @@ from jinja2.visitor import NodeTransformer
 from markupsafe import EscapeFormatter, Markup
 
 from workflows import template_budget as budget
-from workflows.template_budget import MAX_EXPONENT, MAX_INT_BITS, MAX_RANGE, TemplateTooCostly
+from workflows.template_budget import (
+    MAX_EXPONENT,
+    MAX_INT_BITS,
+    MAX_RANGE,
+    MAX_SEQUENCE,
+    TemplateTooCostly,
+)
 
 # Internal filter names hold a ':', which no template can write.
 _ITEMS = "metered:items"
@@ -99,9 +105,9 @@ class BoundedEnvironment(SandboxedEnvironment):
             return left + right
         if operator == "*":
             if isinstance(left, _SEQUENCES) and isinstance(right, int):
-                budget.will_make(len(left) * right)
+                _repeat(len(left) * right)
             elif isinstance(right, _SEQUENCES) and isinstance(left, int):
-                budget.will_make(len(right) * left)
+                _repeat(len(right) * left)
             elif isinstance(left, int) and isinstance(right, int):
                 _check_int_bits(left.bit_length() + right.bit_length())
             return left * right
@@ -218,8 +224,15 @@ def _concat(parts: tuple[Any, ...]) -> str:
     return "".join(budget.joined("", parts))
 
 
+def _repeat(size: int) -> None:
+    # Refused even in an unlimited render: `*` was bounded before anything else was.
+    if size > MAX_SEQUENCE:
+        raise TemplateTooCostly(f"result of * would hold {size:,} items, more than {MAX_SEQUENCE:,}")
+    budget.will_make(size)
+
+
 def _check_int_bits(bits: int) -> None:
-    if bits > MAX_INT_BITS:
+    if bits > MAX_INT_BITS and budget.limited():
         raise TemplateTooCostly(f"a number of about {bits:,} bits, more than {MAX_INT_BITS:,}")
 
 
