@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -386,3 +387,25 @@ def test_check_template_refuses_what_it_can_see(source: str, found: str) -> None
 )
 def test_check_template_leaves_ordinary_templates_alone(source: str) -> None:
     assert expressions.check_template(source, frozenset(), frozenset()) == []
+
+
+def test_validating_a_constant_amplifier_allocates_nothing_big() -> None:
+    # Jinja folds constant expressions while compiling, which once made the 300 MB string at validation.
+    tracemalloc.start()
+    try:
+        problems = expressions.check_template("x{{ 'a' | center(300000000) }}y", frozenset(), frozenset())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert problems
+    assert peak < 50_000_000
+
+
+def test_an_unlimited_render_works_as_before_the_bounds() -> None:
+    # What histories recorded before the bounds replay with (workflow.patched("template-bounds") unset).
+    source = "{{ 'a'.ljust(2000000) | length }}"
+    with pytest.raises(ExpressionError, match="too costly"):
+        render(source, CONTEXT)
+    assert render(source, CONTEXT, limited=False) == 2_000_000
+    with pytest.raises(ExpressionError, match="more than"):
+        render("{{ 'a' * 100000000 }}", CONTEXT, limited=False)
