@@ -4,7 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench replay-record clean
+.PHONY: run test lint typecheck pytest bench replay-record clean sandbox
+
+# custom_code runs in bubblewrap (README, Security): Debian's package, installed when missing.
+sandbox:
+	@command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap; } \
+	  || echo "bubblewrap could not be installed: custom_code steps will be refused (README, Security)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## Temporal dev server + worker + API, examples loaded
+run: $(STAMP) sandbox  ## Temporal dev server + worker + API, examples loaded
 	$(PY) -m core.devstack
 
 test: lint typecheck pytest  ## everything CI runs
@@ -24,7 +29,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) sandbox
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)  ## B1 interpreter overhead against a hand-written workflow

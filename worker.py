@@ -5,8 +5,9 @@ python worker.py --stages classification,extraction --max-concurrent 4   # only 
 python worker.py --main --stages all                 # both: what `make run` starts
 
 The worker reads the store (CONVEYOR_DATABASE_URL) for the connectors of ``database_query`` and
-``data_fetch`` steps, so it must run where that database is reachable; stage workers write one row per
-stage attempt there (the pipeline metrics), and entity activities their SLA records.
+``data_fetch`` steps, so it must run where that database is reachable, with the keys their configurations
+are sealed with (CONVEYOR_SECRET_KEYS__<ID>; the main worker does not start without one); stage workers
+write one row per stage attempt there (the pipeline metrics), and entity activities their SLA records.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from activities.stages import StageActivities, StageProcessor, load
 from core.db import create_engine, session_factory
 from core.logging import configure_logging
 from core.payloads import BlobStore
+from core.sealing import secret_sealer
 from core.settings import Settings, get_settings
 from core.ssrf import outbound_client
 from core.telemetry import setup_tracing, worker_interceptors, worker_runtime
@@ -52,9 +54,10 @@ async def conveyor_worker(
     client: Client, settings: Settings, *, task_queue: str | None = None
 ) -> AsyncIterator[Worker]:
     """A running worker for the interpreter, the admission lanes and every step activity; stops when the
-    block exits."""
+    block exits. Raises ``KeyConfigInvalid`` at once without a usable key for secrets at rest."""
+    sealer = secret_sealer(settings)
     store = create_engine(settings.database_url)
-    database = DatabaseActivities(session_factory(store), settings)
+    database = DatabaseActivities(session_factory(store), settings, sealer)
     lanes = LaneActivities(client)
     # Every step's and notification's HTTP goes through the outbound address guard (core/ssrf.py).
     async with outbound_client(settings) as http:

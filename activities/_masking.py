@@ -3,6 +3,10 @@
 Activities substitute ``{{ secrets.NAME }}`` only for the call they make, but a server may echo a token back,
 or an error may quote a URL that carries one; whatever an activity returns or raises goes into the
 workflow's history, so this interceptor replaces every configured secret value with ``***`` first.
+
+Connector credentials are known only to the activity that opened the connector: it hands them to
+:func:`mask_in_this_run`, and they are masked like the configured secrets in that run's result, error and
+log records.
 """
 
 from __future__ import annotations
@@ -10,10 +14,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
 
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -34,6 +39,10 @@ class SecretMasker:
         # Longest first, so a secret that contains another is masked whole.
         self._values = sorted({v for v in values if len(v) >= _SHORTEST}, key=len, reverse=True)
 
+    def with_values(self, values: Iterable[str]) -> SecretMasker:
+        """A masker of these secrets and ``values`` too."""
+        return SecretMasker([*self._values, *values])
+
     def text(self, value: str) -> str:
         for secret in self._values:
             if secret in value:
@@ -52,6 +61,32 @@ class SecretMasker:
         return value
 
 
+class _RunSecrets:
+    """Secrets one activity run learned (a connector's credentials), masked in what that run emits."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self.masker = SecretMasker(())
+
+    def add(self, values: Iterable[str]) -> None:
+        self.values.extend(values)
+        self.masker = SecretMasker(self.values)
+
+
+_run_secrets: ContextVar[_RunSecrets | None] = ContextVar("conveyor_run_secrets", default=None)
+
+
+def mask_in_this_run(values: Iterable[str]) -> None:
+    """Mask ``values`` too in what the running activity returns, raises and logs.
+
+    For secrets only the activity knows, such as the credentials of the connector it opened. Outside an
+    activity run by :class:`SecretMaskingInterceptor` (a unit test's ``ActivityEnvironment``) it does nothing.
+    """
+    run = _run_secrets.get()
+    if run is not None:
+        run.add(values)
+
+
 class SecretMaskingInterceptor(Interceptor):
     """Worker interceptor applying :class:`SecretMasker` to every activity's result and error."""
 
@@ -68,22 +103,33 @@ class _MaskingInbound(ActivityInboundInterceptor):
         self._masker = masker
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        run = _RunSecrets()
+        token = _run_secrets.set(run)
         try:
             result = await super().execute_activity(input)
         except ApplicationError as exc:
+            masker = self._masker.with_values(run.values)
             masked = ApplicationError(
-                self._masker.text(exc.message),
-                *(self._masker.data(d) for d in exc.details),
+                masker.text(exc.message),
+                *(masker.data(d) for d in exc.details),
                 type=exc.type,
                 non_retryable=exc.non_retryable,
                 next_retry_delay=exc.next_retry_delay,
                 category=exc.category,
             )
             raise masked from None
+        except FailureError:
+            raise  # cancellation and the like: Temporal's own, carrying no text of ours
+        except Exception as exc:
+            # Temporal would record str(exc) and its causes as they are: record the masked message under
+            # the same type name, so retry policies that name the type still match.
+            masker = self._masker.with_values(run.values)
+            raise ApplicationError(masker.text(str(exc)), type=type(exc).__name__) from None
+        finally:
+            _run_secrets.reset(token)
         if isinstance(result, StepOutcome):
-            return replace(
-                result, output=self._masker.data(result.output), logs=self._masker.data(result.logs)
-            )
+            masker = self._masker.with_values(run.values)
+            return replace(result, output=masker.data(result.output), logs=masker.data(result.logs))
         return result
 
 
@@ -113,20 +159,22 @@ def masked_logs(masker: SecretMasker) -> Iterator[None]:
 def _masked_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
     assert _plain_factory is not None
     record = _plain_factory(*args, **kwargs)
-    if not _log_maskers:
+    run = _run_secrets.get()
+    maskers = [*_log_maskers, run.masker] if run is not None else _log_maskers
+    if not maskers:
         return record
     try:
         message = record.getMessage()
     except Exception:  # a malformed record is logging's to report, not ours
         return record
     masked = message
-    for masker in _log_maskers:
+    for masker in maskers:
         masked = masker.text(masked)
     if masked != message:
         record.msg, record.args = masked, None
     if record.exc_info and record.exc_info[0] is not None:
         text = logging.Formatter().formatException(record.exc_info)
-        for masker in _log_maskers:
+        for masker in maskers:
             text = masker.text(text)
         record.exc_text = text
     return record

@@ -1,7 +1,8 @@
 """``database_query``: one parameterised SQL statement on a named connector.
 
-The connector (URL with its credentials, ``allow_writes``) is read from the store when the step runs, so
-credentials never enter a definition or a workflow history. Statements are parsed before they run: exactly
+The connector (URL with its credentials, ``allow_writes``) is read from the store and opened when the step
+runs, so credentials never enter a definition or a workflow history; its credentials are masked in whatever
+the step returns, raises or logs (``activities/_masking.py``). Statements are parsed before they run: exactly
 one statement, SELECT / INSERT / UPDATE / DELETE only, and a write on a read-only connector is refused
 (``ConnectorReadOnly``); read-only connectors also run inside a read-only transaction (PostgreSQL) or with
 ``PRAGMA query_only`` (SQLite), so a write the parser missed still fails.
@@ -16,31 +17,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
-import sqlglot
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
-from sqlglot import exp
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._masking import mask_in_this_run
 from activities._retry import jittered_delay
-from core.connectors import HttpConnectorConfig, SqlConnectorConfig, mask_url
+from core.connectors import HttpConnectorConfig, SqlConnectorConfig, credentials, mask_url, open_config
 from core.connectors import parse_config as parse_connector_config
 from core.errors import Unprocessable
 from core.models import Connector
+from core.sealing import SealedValueUnreadable, Sealer
 from core.settings import Settings
 from workflows import errors
 from workflows.messages import StepOutcome, StepRequest
+from workflows.sql import SqlRefused, StatementKind
+from workflows.sql import statement_kind as sql_statement_kind
 from workflows.steps import DatabaseQueryConfig, parse_config
 
-StatementKind = Literal["read", "write"]
-_WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
 _CONNECT_TIMEOUT_S = 10.0
 
 
@@ -54,13 +55,15 @@ class ResolvedConnector:
 
 
 class ConnectorLookup:
-    """Reads connectors from the store; the worker only ever reads it."""
+    """Reads connectors from the store and opens their sealed configurations; the worker only reads."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], sealer: Sealer) -> None:
         self._sessions = sessions
+        self._sealer = sealer
 
     async def get(self, name: str, request: StepRequest, *, expected: str | None = None) -> ResolvedConnector:
-        """The connector called ``name``; a missing one, or one of the wrong type, fails without retry."""
+        """The connector called ``name``, its credentials masked from now on in what this run emits; a missing
+        one, or one of the wrong type, fails without retry; one that does not open here is retried."""
         try:
             async with self._sessions() as session:
                 row = await session.get(Connector, name)
@@ -85,13 +88,24 @@ class ConnectorLookup:
                 non_retryable=True,
             )
         try:
-            config = parse_connector_config(row.type, row.config)
+            values = open_config(self._sealer, row)
+        except SealedValueUnreadable as exc:
+            # A worker started without the key the row is sealed with: one restarted with it succeeds.
+            raise ApplicationError(
+                exc.message,
+                {"connector": name, **exc.details},
+                type=errors.SECRET_UNREADABLE,
+                next_retry_delay=jittered_delay(request),
+            ) from None
+        try:
+            config = parse_connector_config(row.type, values)
         except Unprocessable as exc:
             raise ApplicationError(
                 f"connector {name!r} is not valid: {exc.details.get('problems')}",
                 type=errors.CONFIG_INVALID,
                 non_retryable=True,
             ) from None
+        mask_in_this_run(credentials(config))
         return ResolvedConnector(name=row.name, type=row.type, config=config)
 
 
@@ -147,8 +161,10 @@ def _new_engine(config: SqlConnectorConfig) -> AsyncEngine:
 class DatabaseActivities:
     """SQL step activities: connectors come from the store, engines are cached per connector."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
-        self.connectors = ConnectorLookup(sessions)
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], settings: Settings, sealer: Sealer
+    ) -> None:
+        self.connectors = ConnectorLookup(sessions, sealer)
         self.engines = SqlEngines()
         self._settings = settings
 
@@ -203,30 +219,9 @@ def statement_kind(sql: str, connector: SqlConnectorConfig) -> StatementKind:
     """Whether ``sql`` reads or writes; anything but one SELECT / INSERT / UPDATE / DELETE is refused."""
     dialect = "sqlite" if make_url(connector.url).get_backend_name() == "sqlite" else "postgres"
     try:
-        statements = [s for s in sqlglot.parse(sql, dialect=dialect) if s is not None]
-    except sqlglot.errors.SqlglotError as exc:
-        raise ApplicationError(
-            f"the SQL could not be parsed: {_first_line(exc)}", type=errors.SQL_ERROR, non_retryable=True
-        ) from None
-    if len(statements) != 1:
-        raise ApplicationError(
-            f"a step runs exactly one SQL statement; found {len(statements)}",
-            type=errors.SQL_ERROR,
-            non_retryable=True,
-        )
-    root = statements[0]
-    if isinstance(root, _WRITES):
-        return "write"
-    if isinstance(root, exp.Query):
-        # Data-modifying CTEs (WITH d AS (DELETE ... RETURNING *) SELECT ...) and SELECT INTO write too.
-        if any(True for _ in root.find_all(*_WRITES)) or root.args.get("into") is not None:
-            return "write"
-        return "read"
-    raise ApplicationError(
-        f"{root.key.upper()} statements are not run by steps; only SELECT, INSERT, UPDATE and DELETE",
-        type=errors.SQL_ERROR,
-        non_retryable=True,
-    )
+        return sql_statement_kind(sql, dialect)
+    except SqlRefused as exc:
+        raise ApplicationError(str(exc), type=errors.SQL_ERROR, non_retryable=True) from None
 
 
 async def run_statement(
@@ -356,10 +351,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _clean(exc: BaseException, connector: SqlConnectorConfig) -> str:
-    """The driver's message without SQLAlchemy's trailer, and never the connector's password."""
+    """The driver's message without SQLAlchemy's trailer; a password in it is masked on the way out, with
+    the connector's other credentials (``ConnectorLookup.get``)."""
     source = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     message = f"{type(source).__name__}: {_first_line(source)}"
-    password = make_url(connector.url).password
-    if password:
-        message = message.replace(str(password), "***")
     return message.replace(connector.url, mask_url(connector.url))

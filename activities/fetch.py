@@ -2,8 +2,9 @@
 
 HTTP connectors page by number (``page`` / ``per_page`` until an empty page) or by cursor (the next cursor
 from each body, sent back as a query parameter until there is none); SQL connectors run one select. The
-output is ``{items, pages, truncated}``. Credentials come from the connector in the store and never enter
-the step's output or the history.
+output is ``{items, pages, truncated}``; the step's log line names the last URL asked (for HTTP). Credentials
+come from the connector in the store and are masked wherever they show: in the output (a server echoing
+them), the error, that log line and the worker's own log records.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ class FetchActivities:
         """Fetch every page the step asks for and return the items of all of them."""
         config = _config(with_secrets(request.config, self._settings.secrets))
         connector = await self._database.connectors.get(config.connector, request)
+        metadata: dict[str, Any] = {"connector": connector.name}
         if isinstance(connector.config, SqlConnectorConfig):
             output = await self._from_sql(connector.name, connector.config, config, request)
         else:
-            output = await self._from_http(connector.config, config, request)
+            output, metadata["url"] = await self._from_http(connector.config, config, request)
         line = (
             f"fetched {len(output['items'])} item(s) in {output['pages']} page(s) "
             f"from connector {connector.name}"
@@ -49,7 +51,7 @@ class FetchActivities:
         return StepOutcome(
             output=output,
             attempt=activity.info().attempt,
-            logs=[{"level": "info", "message": line, "metadata": {"connector": connector.name}}],
+            logs=[{"level": "info", "message": line, "metadata": metadata}],
         )
 
     async def _from_sql(
@@ -81,7 +83,8 @@ class FetchActivities:
 
     async def _from_http(
         self, connector: HttpConnectorConfig, config: DataFetchConfig, request: StepRequest
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], str]:
+        """The items of every page, and the URL of the last request (the one that ended the paging)."""
         if isinstance(config.query, str) or config.sql is not None:
             raise _config_error("this is an HTTP connector: 'query' is an object of query parameters")
         paging = _paging(connector.paging, config)
@@ -106,6 +109,7 @@ class FetchActivities:
         cursor: Any = None
         max_pages = paging.max_pages if paging else 1
         truncated = False
+        asked = url
         while pages < max_pages:
             query = dict(config.query or {})
             if paging is not None and paging.style == "page":
@@ -114,7 +118,7 @@ class FetchActivities:
                     query[paging.size_param] = paging.page_size
             elif paging is not None and cursor is not None:
                 query[paging.cursor_param] = cursor
-            body = await self._request(config, url, query, headers, auth, timeout, request)
+            body, asked = await self._request(config, url, query, headers, auth, timeout, request)
             pages += 1
             activity.heartbeat(pages)
             found = _items(body, config.items)
@@ -133,7 +137,7 @@ class FetchActivities:
             cursor = _lookup(body, paging.cursor_field)
             if cursor is None or cursor == "":
                 break
-        return {"items": items, "pages": pages, "truncated": truncated}
+        return {"items": items, "pages": pages, "truncated": truncated}, asked
 
     async def _request(
         self,
@@ -144,7 +148,7 @@ class FetchActivities:
         auth: httpx.BasicAuth | None,
         timeout_s: float,
         request: StepRequest,
-    ) -> Any:
+    ) -> tuple[Any, str]:
         response, raw = await send(
             self._client,
             request,
@@ -159,7 +163,7 @@ class FetchActivities:
         )
         body = _decode(response, raw)
         _raise_for_status(response, body, True, jittered_delay(request))
-        return body
+        return body, str(response.url)
 
 
 def _paging(connector: Paging | None, config: DataFetchConfig) -> Paging | None:

@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from activities._retry import jittered_delay
 from activities._secrets import with_secrets
 from core.settings import Settings
-from core.ssrf import refuse_literal
+from core.ssrf import refuse_literal, refuse_non_web
 from workflows import errors
 from workflows.messages import StepOutcome, StepRequest
 from workflows.steps import HttpRequestConfig, parse_config
@@ -97,6 +97,7 @@ async def send(
 ) -> tuple[httpx.Response, bytes]:
     """One request with the body read up to ``limit`` bytes within ``timeout_s`` in all, its failures mapped
     to step error types. A refused address (``core.ssrf``) fails the step as ``OutboundBlocked``."""
+    refuse_non_web(url)
     try:
         # httpx's timeout is per read: the overall deadline stops a server that drips bytes forever.
         async with asyncio.timeout(timeout_s):

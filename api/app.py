@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import yaml
 from fastapi import FastAPI
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -16,6 +15,7 @@ from activities._masking import SecretMasker, masked_logs
 from api.body_limit import BodyLimit, body_limit
 from api.deps import Resources
 from api.errors import install_error_handlers
+from api.json_guard import JsonGuard
 from api.routers import (
     api_keys,
     automations,
@@ -37,9 +37,12 @@ from core.api_keys import Role, create_key
 from core.db import create_engine, migrate, session_factory
 from core.definitions import save_definition
 from core.logging import configure_logging
+from core.resealing import reseal
+from core.sealing import secret_sealer
 from core.settings import Settings, get_settings
 from core.telemetry import instrument_api, setup_tracing
 from core.temporal import connect
+from core.untrusted import InputRefused, parse_yaml
 from workflows.definition import DefinitionInvalid
 
 log = logging.getLogger("conveyor.api")
@@ -54,14 +57,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # uvicorn configures only its own loggers; a host that configured logging (a test run) keeps its own.
         configure_logging(config, force=False)
         setup_tracing(config, service="conveyor-api")
+        sealer = secret_sealer(config)  # no key for secrets at rest: no start
         engine = create_engine(config.database_url)
-        if config.migrate_on_start:
-            await migrate(engine)
-        temporal = await connect(config)
-        resources = Resources(config, engine, session_factory(engine), temporal)
-        app.state.resources = resources
-        await _bootstrap(resources)
         try:
+            if config.migrate_on_start:
+                await migrate(engine, sealer=sealer)
+            sessions = session_factory(engine)
+            # Every stored secret must open with these keys before anything is served; older keys' move on.
+            log.info("secrets at rest: %s", (await reseal(sessions, sealer)).summary())
+            temporal = await connect(config, readable=True)
+            resources = Resources(config, engine, sessions, temporal, sealer)
+            app.state.resources = resources
+            await _bootstrap(resources)
             # The API reads the same secrets (and its bootstrap key): whatever it logs shows them masked.
             secrets = [s.get_secret_value() for s in config.secrets.values()]
             if config.bootstrap_admin_key is not None:
@@ -80,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     instrument_api(app)
 
+    # Innermost: the guard reads the body through BodyLimit's counting, so an oversized body is a 413 first.
+    app.add_middleware(JsonGuard)
     # Settings are read per request: create_app() without settings defers them to the first use.
     app.add_middleware(BodyLimit, limit=lambda path: body_limit(settings or get_settings(), path))
     app.add_middleware(CodecCors, origin=lambda: (settings or get_settings()).temporal_ui_origin)
@@ -124,9 +133,9 @@ async def load_examples(session: AsyncSession, folder: Path) -> None:
     """Create and publish every ``*.yaml`` / ``*.json`` definition in ``folder``."""
     for path, text in await asyncio.to_thread(_read_folder, folder):
         try:
-            document = yaml.safe_load(text)
+            document = parse_yaml(text, what=path.name)
             saved = await save_definition(session, document=document, publish=True)
-        except DefinitionInvalid as exc:
+        except (DefinitionInvalid, InputRefused) as exc:
             log.error("example %s is not a valid definition: %s", path.name, exc)
             continue
         log.info(

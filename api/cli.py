@@ -243,6 +243,17 @@ def state_text(state: str | None) -> Text:
     return cell(state, STATE_STYLES.get(state or "", "bold"))
 
 
+def problem_text(problem: dict[str, Any]) -> str:
+    """Why an execution cannot progress, in one line: Temporal's cause, the message, the attempts since."""
+    text = f"stuck: {problem.get('cause') or problem.get('category')}"
+    if problem.get("message"):
+        text += f": {problem['message']}"
+    if problem.get("failed_attempts"):
+        text += f" ({problem['failed_attempts']} failed workflow task attempt(s)"
+        text += f" since {when(problem['since'])})" if problem.get("since") else ")"
+    return text
+
+
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, default=str)
 
@@ -522,6 +533,8 @@ class Progress:
     state: str = "QUEUED"
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     current: str | None = None
+    problem: dict[str, Any] | None = None
+    """Set while its workflow task keeps failing (the view's ``problem``, a ``stuck`` event's data)."""
 
     def seed(self, view: dict[str, Any]) -> list[str]:
         """Take a polled view in; answers what changed, in words."""
@@ -529,6 +542,10 @@ class Progress:
         if view.get("state") and view["state"] != self.state:
             self.state = view["state"]
             changes.append(f"state {self.state}")
+        problem = view.get("problem")
+        if (problem or None) != self.problem:
+            changes.append(problem_text(problem) if problem else "recovered")
+            self.problem = problem
         self.current = view.get("current_step")
         for step in view.get("steps") or []:
             known = self.steps.get(step["id"])
@@ -548,6 +565,10 @@ class Progress:
         """Take one stream event in."""
         if event.type in EVENT_STATE:
             self.state = EVENT_STATE[event.type]
+        if event.type == "stuck":
+            self.problem = event.data
+        elif event.type == "recovered":
+            self.problem = None
         if not event.step:
             return
         step = self.steps.setdefault(event.step, {"type": event.data.get("type"), "attempts": 0})
@@ -568,6 +589,8 @@ class Progress:
 
     def render(self) -> RenderableType:
         header = Text(f"{self.execution_id}  ", style="bold").append_text(state_text(self.state))
+        if self.problem:
+            return Group(header, Text(problem_text(self.problem), style="bold red"), self.steps_table())
         return Group(header, self.steps_table())
 
     def steps_table(self) -> Table:
@@ -687,6 +710,8 @@ def _event_line(event: Event, as_json: bool) -> str:
     error = event.data.get("error")
     if isinstance(error, dict) and error.get("message"):
         text += f"  {error['message']}"
+    if event.type == "stuck":
+        text += f"  {problem_text(event.data)}"
     return text.rstrip()
 
 
@@ -796,10 +821,13 @@ def executions(
     definition: Annotated[str | None, typer.Option(help="only this definition's executions")] = None,
     state: Annotated[str | None, typer.Option(help="only executions in this state, e.g. SUSPENDED")] = None,
     stage: Annotated[str | None, typer.Option(help="only pipeline items at this stage")] = None,
+    stuck: Annotated[
+        bool, typer.Option("--stuck", help="only executions whose workflow task keeps failing")
+    ] = False,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     page_token: Annotated[str | None, typer.Option(help="the next page, as the last list said")] = None,
 ) -> None:
-    """List executions, newest first."""
+    """List executions, newest first; a stuck one says so in the problem column."""
     cli = _cli(ctx)
     page = cli.api.call(
         "GET",
@@ -808,6 +836,7 @@ def executions(
             "definition": definition,
             "state": state.upper() if state else None,
             "stage": stage,
+            "stuck": stuck or None,
             "limit": limit,
             "page_token": page_token,
         },
@@ -815,8 +844,9 @@ def executions(
     if cli.json_output:
         cli.emit_json(page)
         return
-    grid = table("execution", "version", "state", "stage", "trigger", "started", "closed")
+    grid = table("execution", "version", "state", "stage", "trigger", "started", "closed", "problem")
     for row in page["executions"]:
+        problem = row.get("problem")
         grid.add_row(
             cell(row["execution_id"]),
             cell(row.get("version")),
@@ -825,6 +855,7 @@ def executions(
             cell(row.get("trigger")),
             cell(when(row.get("started_at"))),
             cell(when(row.get("closed_at"))),
+            cell(problem_text(problem) if problem else None, "bold red"),
         )
     cli.out.print(grid)
     if page.get("next_page_token"):
@@ -853,6 +884,8 @@ def execution(
     facts.add_row("execution", cell(view["execution_id"]))
     facts.add_row("definition", cell(f"{view.get('definition')} v{view.get('version')}"))
     facts.add_row("state", state_text(view.get("state")))
+    if view.get("problem"):
+        facts.add_row("problem", cell(problem_text(view["problem"]), "bold red"))
     for label, key in (("stage", "stage"), ("current step", "current_step")):
         if view.get(key):
             facts.add_row(label, cell(view[key]))

@@ -1,4 +1,5 @@
-"""What routes get injected: settings, a database session and the Temporal client, owned by the app."""
+"""What routes get injected: settings, a database session, the Temporal client and the sealer of secrets at
+rest, owned by the app."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 
+from core.sealing import Sealer
 from core.settings import Settings
 
 
@@ -22,6 +24,8 @@ class Resources:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     temporal: Client
+    sealer: Sealer
+    """Seals and opens the secrets the store keeps (connector configurations, webhook secrets)."""
 
 
 def _resources(request: Request) -> Resources:
@@ -42,6 +46,11 @@ def get_temporal(request: Request) -> Client:
     return _resources(request).temporal
 
 
+def get_sealer(request: Request) -> Sealer:
+    return _resources(request).sealer
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
+SealerDep = Annotated[Sealer, Depends(get_sealer)]

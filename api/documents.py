@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from datetime import date, datetime
 from typing import Any
 
-import yaml
 from fastapi import Request
 
+from api.json_guard import is_json
 from core.errors import BadRequest, ConveyorError
-
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+from core.untrusted import YAML_TYPES, off_the_loop, parse_json, parse_yaml
 
 DOCUMENT_BODY: dict[str, Any] = {
     "requestBody": {
@@ -31,33 +28,18 @@ class UnsupportedMediaType(ConveyorError):
 
 
 async def read_document(request: Request) -> dict[str, Any]:
-    """The body as a document object; a clear 400 when it does not parse or is not an object."""
+    """The body as a document object; a clear 400 when it does not parse, is not an object, or is more
+    than a document should be (see :mod:`core.untrusted`)."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     raw = await request.body()
     if content_type in YAML_TYPES:
-        try:
-            document = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            where = getattr(exc, "problem_mark", None)
-            line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-            raise BadRequest("INVALID_YAML", f"the body is not valid YAML{line}") from None
-    elif content_type in ("application/json", "") or content_type.endswith("+json"):
-        try:
-            document = json.loads(raw)
-        except ValueError as exc:
-            raise BadRequest("INVALID_JSON", f"the body is not valid JSON: {exc}") from None
+        document = await off_the_loop(parse_yaml, raw)
+    elif is_json(content_type):
+        document = await off_the_loop(parse_json, raw)
     else:
         raise UnsupportedMediaType(
             "UNSUPPORTED_MEDIA_TYPE", f"send application/json or application/yaml, not {content_type}"
         )
     if not isinstance(document, dict):
         raise BadRequest("INVALID_DOCUMENT", "a definition document is an object with 'name' and 'steps'")
-    # YAML knows dates and other types JSON does not; the stored snapshot must be plain JSON.
-    plain: dict[str, Any] = json.loads(json.dumps(document, default=_jsonable))
-    return plain
-
-
-def _jsonable(value: object) -> str:
-    if isinstance(value, date | datetime):
-        return value.isoformat()
-    raise BadRequest("INVALID_DOCUMENT", f"the document holds a {type(value).__name__}, which JSON cannot")
+    return document

@@ -1,12 +1,18 @@
 """B3 foreach fan-out: a ``foreach`` over 10,000 items (parallelism 100) against a hand-written fan-out.
 
 The Conveyor side is one definition whose ``foreach`` runs ONE activity step per item; ``DefinitionWorkflow``
-runs lists longer than ``batch_size`` (100) as child workflows of 100 items each. The baseline
-(``bench.b3_baseline``) is what a Temporal user would write: a parent starting child workflows of 100 items,
-each calling the same activity over its batch with bounded concurrency, 100 calls in flight overall.
+runs lists longer than ``batch_size`` (100) as child workflows of 100 items each, several at once
+(parallelism 100: four children of 25 in flight, the next started as one ends), and splits a list of more
+than 100 batches into parts of 100 batches, so no history grows with the list. The baseline
+(``bench.b3_baseline``) is what a Temporal user would write: a parent keeping the same four children of 100
+items in flight (a sliding window), each calling the same activity over its batch, 100 calls in flight
+overall.
 
     python -m bench.b3_foreach [--items 10000] [--parallelism 100] [--body http|log]
                                [--in-memory|--file-backed]
+
+B3 proper is ``--items 100000``: ten parts of 100 batches on the interpreter side, 1,000 batches from one
+parent on the baseline side (about 20 minutes in all on a quiet 2-core machine).
 
 The body is ``http_request`` against the loopback target's ``/echo`` (in its own process, as in B1) or
 ``notification`` with channel ``log`` (no I/O at all). Both sides keep the same small value per item (the
@@ -244,7 +250,8 @@ class SideResult:
 async def watch(
     client: Client, side: str, workflow_id: str, batches: int, began: float, line: Progress
 ) -> None:
-    """Redraw ``side: k/N batches done, t s`` from visibility until cancelled."""
+    """Redraw ``side: k children done (N batches), t s`` from visibility until cancelled (the interpreter's
+    children include the parts a list of more than 100 batches is split into)."""
     query = f"WorkflowId STARTS_WITH '{workflow_id}/' AND ExecutionStatus = 'Completed'"
     while True:
         try:
@@ -252,7 +259,7 @@ async def watch(
         except Exception:  # visibility hiccups must not break the run
             done = -1
         shown = "?" if done < 0 else str(done)
-        line.show(f"{side}: {shown}/{batches} child batches done, {time.perf_counter() - began:.0f}s")
+        line.show(f"{side}: {shown} children done ({batches} batches), {time.perf_counter() - began:.0f}s")
         await asyncio.sleep(1.0)
 
 

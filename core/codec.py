@@ -14,26 +14,17 @@ ciphertext goes to the blob store, so blobs at rest are encrypted too, and the r
 
 from __future__ import annotations
 
-import base64
-import binascii
-import os
 from collections.abc import Mapping, Sequence
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
+from core.sealing import Keyring, KeyUnknown, WrongKey, keys_from
 from core.settings import Settings
 
 ENCODING = b"binary/encrypted"
 """The encoding Temporal's samples and tools use for encrypted payloads."""
 KEY_ID = "encryption-key-id"
-_NONCE_BYTES = 12
-
-
-class KeyConfigInvalid(ValueError):
-    """The encryption settings cannot work: a key is not base64 of 32 bytes, or the active id is unknown."""
 
 
 class PayloadDecryptFailed(ValueError):
@@ -41,27 +32,21 @@ class PayloadDecryptFailed(ValueError):
 
 
 class EncryptionCodec(PayloadCodec):
-    """AES-256-GCM over the serialized payload; the key id is also the associated data, so a payload cannot be
-    passed off as encrypted under another key."""
+    """AES-256-GCM over the serialized payload (``core.sealing.Keyring``); the key id is the associated
+    data, so a payload cannot be passed off as encrypted under another key."""
 
     def __init__(self, keys: Mapping[str, bytes], active: str) -> None:
-        if active not in keys:
-            raise KeyConfigInvalid(f"the active encryption key {active!r} is not among {sorted(keys)}")
-        self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
-        self._active = active
+        self._keyring = Keyring(keys, active)
 
     @property
     def active_key_id(self) -> str:
-        return self._active
+        return self._keyring.active_key_id
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        cipher = self._ciphers[self._active]
-        key_id = self._active.encode()
         encoded = []
         for payload in payloads:
-            nonce = os.urandom(_NONCE_BYTES)
-            sealed = cipher.encrypt(nonce, payload.SerializeToString(), key_id)
-            encoded.append(Payload(metadata={"encoding": ENCODING, KEY_ID: key_id}, data=nonce + sealed))
+            key_id, sealed = self._keyring.seal(payload.SerializeToString())
+            encoded.append(Payload(metadata={"encoding": ENCODING, KEY_ID: key_id.encode()}, data=sealed))
         return encoded
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -70,15 +55,12 @@ class EncryptionCodec(PayloadCodec):
     def _decode_one(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
             return payload  # written before encryption was turned on
-        key_id = payload.metadata.get(KEY_ID, b"")
-        cipher = self._ciphers.get(key_id.decode(errors="replace"))
-        if cipher is None:
-            raise PayloadDecryptFailed(
-                f"payload encrypted with unknown key {key_id.decode(errors='replace')!r}"
-            )
+        key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
         try:
-            plain = cipher.decrypt(payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:], key_id)
-        except InvalidTag:
+            plain = self._keyring.open(key_id, payload.data)
+        except KeyUnknown:
+            raise PayloadDecryptFailed(f"payload encrypted with unknown key {key_id!r}") from None
+        except WrongKey:
             raise PayloadDecryptFailed("payload does not decrypt: wrong key or tampered data") from None
         original = Payload()
         original.ParseFromString(plain)
@@ -106,27 +88,10 @@ class CodecChain(PayloadCodec):
 
 def encryption_codec(settings: Settings) -> EncryptionCodec | None:
     """The codec the settings ask for, or None when no key is configured; raises on an unusable key."""
-    if not settings.payload_encryption_keys:
-        return None
-    keys: dict[str, bytes] = {}
-    for key_id, secret in settings.payload_encryption_keys.items():
-        try:
-            key = base64.b64decode(secret.get_secret_value(), validate=True)
-        except binascii.Error:
-            raise KeyConfigInvalid(f"encryption key {key_id!r} is not valid base64") from None
-        if len(key) != 32:
-            raise KeyConfigInvalid(f"encryption key {key_id!r} is {len(key)} bytes; AES-256 needs 32")
-        keys[key_id] = key
-    active = settings.payload_encryption_key_id
-    if active is None:
-        if len(keys) > 1:
-            raise KeyConfigInvalid(
-                "several encryption keys: name the active one in PAYLOAD_ENCRYPTION_KEY_ID"
-            )
-        [active] = keys
-    return EncryptionCodec(keys, active.lower() if active.lower() in keys else active)
-
-
-def new_key() -> str:
-    """A fresh key for ``CONVEYOR_PAYLOAD_ENCRYPTION_KEYS__<ID>``."""
-    return base64.b64encode(os.urandom(32)).decode()
+    keys = keys_from(
+        settings.payload_encryption_keys,
+        settings.payload_encryption_key_id,
+        keys_variable="CONVEYOR_PAYLOAD_ENCRYPTION_KEYS",
+        active_variable="CONVEYOR_PAYLOAD_ENCRYPTION_KEY_ID",
+    )
+    return EncryptionCodec(*keys) if keys is not None else None

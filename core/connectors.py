@@ -1,14 +1,19 @@
 """Connectors: named SQL databases and HTTP APIs that ``database_query`` and ``data_fetch`` steps use.
 
-Credentials live only in the store. Definitions name a connector, the activity looks it up when the step
-runs, and the API shows configurations with every credential masked. Keyword-only data functions.
+Credentials live only in the store, sealed: a row keeps the whole configuration encrypted
+(``sealed_config``, ``core/sealing.py``) beside the configuration with every credential masked, which is
+what the API shows. Definitions name a connector; the activity opens its configuration when the step runs
+and masks its credentials (:func:`credentials`) in whatever the step returns, raises or logs.
+Keyword-only data functions.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.engine import make_url
@@ -18,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import Conflict, NotFound, Unprocessable
 from core.models import Connector, utcnow
+from core.sealing import Sealer
 from workflows.definition import json_path
 from workflows.steps import HttpAuth
 
@@ -25,6 +31,7 @@ ConnectorType = Literal["sql", "http"]
 MASK = "***"
 SQL_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 _SENSITIVE = re.compile(r"auth|token|key|secret|passw|cookie|session|signature|credential", re.IGNORECASE)
+_AUTH_SECRETS = ("token", "password")
 
 
 class _Config(BaseModel):
@@ -108,14 +115,15 @@ def parse_config(connector_type: str, config: dict[str, Any]) -> SqlConnectorCon
 
 
 async def create_connector(
-    session: AsyncSession, *, name: str, type: ConnectorType, config: dict[str, Any]
+    session: AsyncSession, *, sealer: Sealer, name: str, type: ConnectorType, config: dict[str, Any]
 ) -> Connector:
-    """Store a new connector; 409 when the name is taken."""
+    """Store a new connector, its configuration sealed; 409 when the name is taken."""
     model = parse_config(type, config)
     if await session.get(Connector, name) is not None:
         raise Conflict("CONNECTOR_EXISTS", f"a connector named {name!r} exists", {"name": name})
     now = utcnow()
-    row = Connector(name=name, type=type, config=model.model_dump(), created_at=now, updated_at=now)
+    stored = _stored(sealer, name, type, model)
+    row = Connector(name=name, type=type, created_at=now, updated_at=now, **stored)
     session.add(row)
     try:
         await session.commit()
@@ -126,17 +134,42 @@ async def create_connector(
 
 
 async def replace_connector(
-    session: AsyncSession, *, name: str, type: ConnectorType, config: dict[str, Any]
+    session: AsyncSession, *, sealer: Sealer, name: str, type: ConnectorType, config: dict[str, Any]
 ) -> Connector:
     """Replace a connector's type and configuration (e.g. to rotate its credentials)."""
     model = parse_config(type, config)
     row = await get_connector(session, name=name)
+    stored = _stored(sealer, name, type, model)
     row.type = type
-    row.config = model.model_dump()
+    row.config = stored["config"]
+    row.sealed_config = stored["sealed_config"]
     row.updated_at = utcnow()
     session.add(row)
     await session.commit()
     return row
+
+
+def _stored(
+    sealer: Sealer, name: str, type: str, model: SqlConnectorConfig | HttpConnectorConfig
+) -> dict[str, Any]:
+    config = model.model_dump()
+    return {"config": masked_config(type, config), "sealed_config": seal_config(sealer, name, config)}
+
+
+def seal_config(sealer: Sealer, name: str, config: dict[str, Any]) -> str:
+    """Connector ``name``'s whole configuration as the sealed text its row keeps."""
+    return sealer.seal(json.dumps(config, separators=(",", ":")), context=sealing_context(name))
+
+
+def open_config(sealer: Sealer, row: Connector) -> dict[str, Any]:
+    """A row's whole configuration, credentials included; raises ``SealedValueUnreadable``."""
+    config: dict[str, Any] = json.loads(sealer.open(row.sealed_config, context=sealing_context(row.name)))
+    return config
+
+
+def sealing_context(name: str) -> str:
+    """What a connector's sealed configuration is bound to: its name (a row copied onto another fails)."""
+    return f"connector:{name}"
 
 
 async def list_connectors(session: AsyncSession) -> list[Connector]:
@@ -171,7 +204,7 @@ def masked_config(connector_type: str, config: dict[str, Any]) -> dict[str, Any]
         auth = shown.get("auth")
         if isinstance(auth, dict):
             shown["auth"] = {
-                k: (MASK if k in ("token", "password") and v is not None else v) for k, v in auth.items()
+                k: (MASK if k in _AUTH_SECRETS and v is not None else v) for k, v in auth.items()
             }
         headers = shown.get("headers")
         if isinstance(headers, dict):
@@ -195,3 +228,41 @@ def mask_url(url: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(k, MASK if _SENSITIVE.search(k) else v) for k, v in pairs], safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def credentials(config: SqlConnectorConfig | HttpConnectorConfig) -> list[str]:
+    """Every credential ``config`` holds — what :func:`masked_config` hides — in each form a step sends it
+    (a URL's password as written and decoded, basic auth as its base64), for masking step results and logs."""
+    found: list[str] = []
+    if isinstance(config, SqlConnectorConfig):
+        found += _url_credentials(config.url)
+        password = make_url(config.url).password
+        found += [str(password)] if password else []
+        return found
+    found += _url_credentials(config.base_url)
+    found += [value for header, value in config.headers.items() if _SENSITIVE.search(header)]
+    auth = config.auth
+    if auth is not None:
+        found += [value for value in (auth.token, auth.password) if value]
+        if auth.type == "basic":
+            # What httpx sends in ``Authorization: Basic``, which an echoing server hands back.
+            pair = f"{auth.username or ''}:{auth.password or ''}".encode()
+            found.append(base64.b64encode(pair).decode())
+    return found
+
+
+def _url_credentials(url: str) -> list[str]:
+    """A URL's password and sensitive query values, as written and percent-decoded."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    found: list[str] = []
+    userinfo = parts.netloc.rpartition("@")[0]
+    if ":" in userinfo:
+        found.append(userinfo.split(":", 1)[1])
+    for pair in parts.query.split("&"):
+        key, _, value = pair.partition("=")
+        if value and _SENSITIVE.search(unquote(key)):
+            found.append(value)
+    return [form for value in found for form in {value, unquote(value), unquote_plus(value)}]

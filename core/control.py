@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core import names
 from core.errors import BadRequest, Conflict, ConveyorError, NotFound, Unavailable, Unprocessable
-from core.executions import describe_handle, state_of, visibility_query
+from core.executions import describe_handle, request_cancel, state_of, visibility_query
 from workflows import errors
 from workflows.inputs import input_problems, merge_patch
 from workflows.messages import (
@@ -30,6 +31,7 @@ from workflows.messages import (
     RetryRequest,
     SkipRequest,
 )
+from workflows.steps import EVENT_NAME
 
 _BULK_CONCURRENCY = 20
 
@@ -88,8 +90,32 @@ async def advance(
     return await _update(client, execution_id, names.UPDATE_ADVANCE, request)
 
 
+_OWN_SIGNALS = frozenset({names.SIGNAL_LANE_VERDICT})
+_OWN_UPDATES = frozenset(
+    {
+        names.UPDATE_RETRY,
+        names.UPDATE_SKIP,
+        names.UPDATE_SUSPEND,
+        names.UPDATE_RESUME,
+        names.UPDATE_ADVANCE,
+        names.UPDATE_SETTLED,
+    }
+)
+
+
+def _check_event_name(name: str, kind: str, own: frozenset[str]) -> None:
+    """The signals and updates sent by name are those ``wait`` steps wait for, never Conveyor's own: a
+    forged ``lane_verdict`` would let an execution past its admission limit, and the control updates have
+    their own routes, which record who used them."""
+    if not re.fullmatch(EVENT_NAME, name) or name in own:
+        raise Unprocessable(
+            "INVALID_NAME", f"{name!r} is not a {kind} name a wait step can wait for", {"field": "name"}
+        )
+
+
 async def signal_execution(client: Client, execution_id: str, name: str, payload: Any) -> None:
     """Send the named signal, as ``temporal workflow signal --name`` does."""
+    _check_event_name(name, "signal", _OWN_SIGNALS)
     handle = client.get_workflow_handle(execution_id)
     description = await describe_handle(handle)
     if description.status != WorkflowExecutionStatus.RUNNING:
@@ -102,6 +128,7 @@ async def signal_execution(client: Client, execution_id: str, name: str, payload
 
 async def decide(client: Client, execution_id: str, name: str, payload: Any) -> ControlResult:
     """Resolve the ``wait`` step waiting for ``name``; a payload breaking its schema is refused (422)."""
+    _check_event_name(name, "update", _OWN_UPDATES)
     answer = await _execute_update(client, execution_id, name, payload, dict)
     return ControlResult(state="PROCESSING", message=f"{name} accepted: {answer}")
 
@@ -240,7 +267,7 @@ async def bulk(
                 elif action == "resume":
                     await resume_execution(client, execution_id, actor=actor)
                 else:
-                    await client.get_workflow_handle(execution_id).cancel()
+                    await request_cancel(client, execution_id, actor=actor)
                 report.succeeded += 1
             except ConveyorError as exc:
                 report.failed.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -10,6 +11,10 @@ from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.logging import configure_logging
+from core.sealing import Sealer, secret_sealer
+from core.settings import get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -49,32 +54,42 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
-    """Alembic's configuration, pointed at our migrations (and at ``connection`` when given)."""
+def alembic_config(connection: Connection | None = None, sealer: Sealer | None = None) -> Config:
+    """Alembic's configuration, pointed at our migrations (and at ``connection`` when given). Migrations
+    that seal secrets use ``sealer``, else the process settings' keys."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
         config.attributes["connection"] = connection
+    if sealer is not None:
+        config.attributes["sealer"] = sealer
     return config
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the latest migration."""
+async def migrate(engine: AsyncEngine, *, sealer: Sealer | None = None) -> None:
+    """Bring the schema to the latest migration; ``sealer`` seals secrets a migration finds in clear."""
 
     def upgrade(connection: Connection) -> None:
         # "heads": features add their tables in migrations of their own, which may branch from one parent.
-        command.upgrade(alembic_config(connection), "heads")
+        command.upgrade(alembic_config(connection, sealer), "heads")
 
     async with engine.begin() as connection:
         await connection.run_sync(upgrade)
 
 
 async def _migrate_configured() -> None:
-    from core.settings import get_settings
+    """``python -m core.db``: what the API does at start before it serves, for a store many replicas share:
+    the migrations, then every stored secret checked and moved to the active key (``core/resealing.py``)."""
+    from core.resealing import reseal  # here: it reaches this module through core.triggers and executions
 
-    engine = create_engine(get_settings().database_url)
+    settings = get_settings()
+    configure_logging(settings)
+    sealer = secret_sealer(settings)
+    engine = create_engine(settings.database_url)
     try:
-        await migrate(engine)
+        await migrate(engine, sealer=sealer)
+        resealed = await reseal(session_factory(engine), sealer)
+        logging.getLogger("conveyor.db").info("secrets at rest: %s", resealed.summary())
     finally:
         await engine.dispose()
 

@@ -4,7 +4,9 @@ python -m core.devstack
 
 Starts the dev server (file-backed under ``data_dir``, with Conveyor's search attributes), waits until its
 frontend answers, starts ``worker.py`` and the API (auth off unless ``CONVEYOR_AUTH`` says otherwise, the
-examples published), waits for the API's ``/health`` and prints where everything is. Children's output is
+examples published), waits for the API's ``/health`` and prints where everything is. Without a
+``CONVEYOR_SECRET_KEYS__<ID>`` it gives both a development key for secrets at rest, made on the first run and
+kept in ``data_dir/secret-key`` (so connectors stored on one run open on the next). Children's output is
 forwarded line by line behind a ``[name]`` prefix. Ctrl-C or SIGTERM stops everything; if any child exits
 on its own the others are stopped too and the supervisor exits non-zero, so a broken stack never looks
 half alive.
@@ -28,6 +30,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from core.names import search_attribute_flags
+from core.problems import dynamic_config_flags
+from core.sealing import new_key
 from core.settings import AuthMode, Settings, get_settings
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -37,6 +41,9 @@ BIN: Final = Path(sys.executable).parent
 TEMPORAL_READY_TIMEOUT_S: Final = 30.0
 API_READY_TIMEOUT_S: Final = 60.0
 """Generous: the API migrates the database and publishes the examples before it answers."""
+DEV_KEY_FILE: Final = "secret-key"
+"""Where in ``data_dir`` the development key for secrets at rest is kept."""
+DEV_KEY_ID: Final = "dev"
 GRACE_S: Final = 10.0
 """How long a child may take to exit after SIGTERM before it is killed."""
 POLL_S: Final = 0.2
@@ -238,6 +245,11 @@ class DevStack:
         # here, unless CONVEYOR_OUTBOUND_ALLOW says otherwise), and the dev Web UI may call the codec.
         env.setdefault("CONVEYOR_OUTBOUND_ALLOW", "127.0.0.0/8,::1,localhost")
         env.setdefault("CONVEYOR_TEMPORAL_UI_ORIGIN", f"http://localhost:{settings.temporal_ui_port}")
+        if not settings.secret_keys:
+            key_file = data_dir / DEV_KEY_FILE
+            if not key_file.exists():
+                self._console.say(f"made a development key for secrets at rest: {key_file}")
+            env[f"CONVEYOR_SECRET_KEYS__{DEV_KEY_ID.upper()}"] = dev_key(key_file)
         codec = (
             ["--ui-codec-endpoint", f"http://{settings.api_host or '127.0.0.1'}:{settings.api_port}/codec"]
             if settings.payload_encryption_keys
@@ -253,6 +265,7 @@ class DevStack:
                 *["--port", str(settings.temporal_port), "--ui-port", str(settings.temporal_ui_port)],
                 *["--namespace", settings.temporal_namespace, "--log-level", "warn"],
                 *search_attribute_flags(),
+                *dynamic_config_flags(),
                 *codec,
             ],
             env,
@@ -379,6 +392,17 @@ class DevStack:
 
     def _child(self, name: str) -> Child:
         return next(child for child in self._children if child.name == name)
+
+
+def dev_key(path: Path) -> str:
+    """The development key kept at ``path``, made (readable by its owner only) when there is none."""
+    if not path.exists():
+        # O_EXCL: two stacks starting at once on one data folder must not each write a different key.
+        with contextlib.suppress(FileExistsError):
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as out:
+                out.write(new_key() + "\n")
+    return path.read_text().strip()
 
 
 def _check_free(host: str, port: int, what: str) -> None:

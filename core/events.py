@@ -3,6 +3,11 @@
 The event feed is woken by Temporal's history long-poll (``wait_new_event``): every time the run's history
 grows, the ``events`` query is asked for what came after the last event sent. Nothing sleeps in a loop; when
 history stays quiet for a while the feed yields a keep-alive instead, so proxies keep the connection open.
+
+An execution whose workflow task keeps failing cannot answer the query; the feed then says why, once, with a
+``stuck`` event (Temporal's category, cause and message: :mod:`core.problems`), and ``recovered`` when a
+task goes through again. Those two are about the execution, not events it recorded: they carry ``seq`` 0
+(no SSE id), so a reconnect neither skips nor repeats recorded events.
 """
 
 from __future__ import annotations
@@ -10,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from temporalio.client import (
     Client,
@@ -25,10 +30,17 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core import names
 from core.errors import NotFound, Unavailable, Unprocessable
+from core.problems import Problem, execution_problem
 from workflows.messages import EventsRequest, ExecutionEvent, LogEntry
 
 TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
 """Event types that say how an execution ended."""
+
+STUCK: Final = "stuck"
+"""Event type: the execution's workflow task keeps failing; ``data`` is the problem."""
+
+RECOVERED: Final = "recovered"
+"""Event type: a workflow task went through again after ``stuck``."""
 
 KEEP_ALIVE_S = 15.0
 """How long history may stay quiet before the feed yields a keep-alive."""
@@ -67,7 +79,7 @@ async def follow_events(
     handle = client.get_workflow_handle(execution_id)
     description = await _describe(handle)
     running = description.status == WorkflowExecutionStatus.RUNNING
-    return _feed(handle, after=after, keep_alive_s=keep_alive_s or KEEP_ALIVE_S, running=running)
+    return _feed(client, handle, after=after, keep_alive_s=keep_alive_s or KEEP_ALIVE_S, running=running)
 
 
 async def execution_logs(
@@ -91,12 +103,13 @@ async def execution_logs(
 
 
 async def _feed(
-    handle: WorkflowHandle[Any, Any], *, after: int, keep_alive_s: float, running: bool
+    client: Client, handle: WorkflowHandle[Any, Any], *, after: int, keep_alive_s: float, running: bool
 ) -> AsyncIterator[ExecutionEvent | KeepAlive]:
     last = after
     woken = asyncio.Event()
     closed = asyncio.Event()
     unanswered = False
+    stuck: Problem | None = None
     pump: asyncio.Task[None] | None = None
     if running:
         pump = asyncio.create_task(_watch_history(handle, woken, closed))
@@ -117,6 +130,16 @@ async def _feed(
             run_closed = closed.is_set()
             events = await _events_after(handle, last)
             unanswered = events is None
+            # An unanswered query may be a workflow task that keeps failing; an answer after one, its end.
+            problem = stuck
+            if not run_closed and (unanswered or stuck is not None):
+                problem = await _problem(client, handle, stuck)
+            elif run_closed and events is not None:
+                problem = None  # its tasks ran to the end (maybe in the same batch that closed it)
+            change = _problem_change(stuck, problem)
+            stuck = problem
+            if change is not None:
+                yield change
             for event in events or []:
                 yield event
                 last = event.seq
@@ -167,6 +190,27 @@ async def _events_after(handle: WorkflowHandle[Any, Any], after: int) -> list[Ex
     except (RPCError, WorkflowQueryFailedError):
         return None
     return [event for event in events if event.seq > after]
+
+
+async def _problem(client: Client, handle: WorkflowHandle[Any, Any], known: Problem | None) -> Problem | None:
+    """The run's problem now (``known`` when Temporal cannot be asked)."""
+    try:
+        return await execution_problem(client, await handle.describe())
+    except RPCError:
+        return known
+
+
+def _problem_change(before: Problem | None, now: Problem | None) -> ExecutionEvent | None:
+    """The ``stuck`` or ``recovered`` event that tells the change from ``before`` to ``now``, if any."""
+    if now is not None and not now.same_as(before):
+        return ExecutionEvent(seq=0, type=STUCK, at=now.since or _now(), data=asdict(now))
+    if now is None and before is not None:
+        return ExecutionEvent(seq=0, type=RECOVERED, at=_now(), data={"category": before.category})
+    return None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 async def _unrecorded_end(handle: WorkflowHandle[Any, Any], last: int) -> ExecutionEvent | None:

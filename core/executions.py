@@ -24,6 +24,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -46,8 +47,16 @@ from core.errors import BadRequest, Conflict, NotFound, Unavailable
 from core.inputs import prepare_input
 from core.listeners import anyone_listens_to_executions
 from core.models import ExecutionRecord
+from core.problems import STUCK_CLAUSE, Problem, execution_problem, reported_problem
 from workflows.definition import Definition
-from workflows.messages import ChildDefinition, ExecutionInput, ExecutionSnapshot
+from workflows.messages import (
+    CancelRequest,
+    ChildDefinition,
+    ControlRequest,
+    ControlResult,
+    ExecutionInput,
+    ExecutionSnapshot,
+)
 from workflows.states import ExecutionState
 
 _QUERY_TIMEOUT = timedelta(seconds=5)
@@ -74,6 +83,8 @@ class Started:
     created: bool
     output: Any = None
     error: dict[str, Any] | None = None
+    problem: dict[str, Any] | None = None
+    """Why it cannot progress, when a wait ran out on an execution whose workflow task keeps failing."""
 
 
 @dataclass(frozen=True)
@@ -215,34 +226,79 @@ async def _repeat(client: Client, existing: ExecutionRecord) -> Started:
 
 
 async def wait_for_result(client: Client, started: Started, seconds: float) -> Started:
-    """``started`` updated with the outcome if the execution closes within ``seconds``."""
+    """``started`` updated with the outcome once the execution closes, or parks for an operator (SUSPENDED,
+    with its error), within ``seconds``; after that, with its state and any error so far."""
     handle = client.get_workflow_handle(started.execution_id, result_type=ExecutionSnapshot)
     try:
-        snapshot = await asyncio.wait_for(_closed_snapshot(handle), timeout=seconds)
+        async with asyncio.timeout(seconds):
+            snapshot = await _closed_or_parked(handle)
     except TimeoutError:
-        started.state = await _current_state(client, started.execution_id)
-        return started
+        try:
+            description = await handle.describe()
+        except RPCError:
+            return started
+        snapshot, problem = await asyncio.gather(
+            _so_far(handle, description), execution_problem(client, description)
+        )
+        started.problem = _plain(problem)
     started.state = snapshot.get("state", started.state)
     started.output = snapshot.get("output")
     started.error = snapshot.get("error")
     return started
 
 
+async def _closed_or_parked(handle: WorkflowHandle[Any, ExecutionSnapshot]) -> dict[str, Any]:
+    closed = asyncio.create_task(_closed_snapshot(handle))
+    parked = asyncio.create_task(_until_parked(handle))
+    try:
+        await asyncio.wait({closed, parked}, return_when=asyncio.FIRST_COMPLETED)
+        if closed.done() or not await parked:
+            return await closed
+        try:
+            description = await handle.describe()
+        except RPCError:
+            return {"state": ExecutionState.SUSPENDED.value}
+        return await _so_far(handle, description)
+    finally:
+        for task in (closed, parked):
+            task.cancel()
+        await asyncio.gather(closed, parked, return_exceptions=True)
+
+
+async def _until_parked(handle: WorkflowHandle[Any, Any]) -> bool:
+    """True once the execution is SUSPENDED; False when it cannot say (it closed first, or its worker
+    predates the update, whose catch-all handler refuses it)."""
+    try:
+        await handle.execute_update(names.UPDATE_SETTLED, ControlRequest(), result_type=ControlResult)
+    except (WorkflowUpdateFailedError, RPCError):
+        return False
+    return True
+
+
+async def _so_far(
+    handle: WorkflowHandle[Any, ExecutionSnapshot], description: WorkflowExecutionDescription
+) -> dict[str, Any]:
+    """The execution's snapshot as it is now, its state resolved."""
+    snapshot = await _snapshot(handle, description)
+    # A closed run's Temporal status is the truth (a terminated run never recorded its own end).
+    closed = _STATUS_STATE.get(description.status) if description.status else None
+    return {**snapshot, "state": closed.value if closed else snapshot.get("state") or state_of(description)}
+
+
 async def describe_execution(client: Client, execution_id: str) -> dict[str, Any]:
     """Everything API.md's ``GET /executions/{id}`` shows."""
     handle = client.get_workflow_handle(execution_id, result_type=ExecutionSnapshot)
     description = await describe_handle(handle)
-    snapshot = await _snapshot(handle, description)
-    # A closed run's Temporal status is the truth (a terminated run never recorded its own end).
-    closed = _STATUS_STATE.get(description.status) if description.status else None
-    state = closed.value if closed else snapshot.get("state") or state_of(description)
+    snapshot, problem = await asyncio.gather(
+        _so_far(handle, description), execution_problem(client, description)
+    )
     return {
         "execution_id": execution_id,
         "run_id": description.run_id,
         "definition": snapshot.get("definition")
         or description.typed_search_attributes.get(names.SA_DEFINITION),
         "version": snapshot.get("version") or description.typed_search_attributes.get(names.SA_VERSION),
-        "state": state,
+        "state": snapshot["state"],
         "temporal_status": description.status.name if description.status else None,
         "stage": description.typed_search_attributes.get(names.SA_STAGE),
         "current_step": snapshot.get("current_step"),
@@ -251,6 +307,7 @@ async def describe_execution(client: Client, execution_id: str) -> dict[str, Any
         "output": snapshot.get("output"),
         "error": snapshot.get("error"),
         "retry_count": snapshot.get("retry_count", 0),
+        "problem": _plain(problem),
         "started_at": description.start_time.isoformat() if description.start_time else None,
         "closed_at": description.close_time.isoformat() if description.close_time else None,
     }
@@ -268,9 +325,10 @@ async def execution_history(client: Client, execution_id: str) -> list[dict[str,
 
 
 async def cancel_execution(
-    client: Client, execution_id: str, *, terminate: bool = False, reason: str = ""
+    client: Client, execution_id: str, *, terminate: bool = False, reason: str = "", actor: str | None = None
 ) -> str:
-    """Request cancellation (cleanup steps run) or terminate (nothing more runs) a running execution."""
+    """Request cancellation (cleanup steps run) or terminate (nothing more runs) a running execution; the
+    execution records a cancellation's ``actor`` and ``reason`` in its history."""
     handle = client.get_workflow_handle(execution_id)
     description = await describe_handle(handle)
     if description.status != WorkflowExecutionStatus.RUNNING:
@@ -282,8 +340,14 @@ async def cancel_execution(
     if terminate:
         await handle.terminate(reason=reason or "terminated through the API")
         return "terminated"
-    await handle.cancel()
+    await request_cancel(client, execution_id, actor=actor, reason=reason)
     return "cancel_requested"
+
+
+async def request_cancel(client: Client, execution_id: str, *, actor: str | None, reason: str = "") -> None:
+    """Ask Temporal to cancel the execution on behalf of ``actor`` (see ``CancelRequest``)."""
+    handle = client.get_workflow_handle(execution_id)
+    await handle.cancel(reason=CancelRequest(actor=actor, reason=reason).encode())
 
 
 @dataclass
@@ -300,11 +364,13 @@ async def list_executions(
     definition: str | None = None,
     state: str | None = None,
     stage: str | None = None,
+    stuck: bool = False,
     limit: int = 50,
     page_token: str | None = None,
 ) -> Page:
-    """Executions newest first, filtered through Temporal visibility."""
-    query = visibility_query(definition=definition, state=state, stage=stage)
+    """Executions newest first, filtered through Temporal visibility (``stuck``: only those whose workflow
+    task keeps failing)."""
+    query = visibility_query(definition=definition, state=state, stage=stage, stuck=stuck)
     found, next_token = await visibility_page(client, query, limit=limit, page_token=page_token)
     rows = []
     for execution in found:
@@ -319,6 +385,7 @@ async def list_executions(
                 "stage": attributes.get(names.SA_STAGE),
                 "trigger": attributes.get(names.SA_TRIGGER),
                 "temporal_status": execution.status.name if execution.status else None,
+                "problem": _plain(reported_problem(attributes, execution.status)),
                 "started_at": execution.start_time.isoformat(),
                 "closed_at": execution.close_time.isoformat() if execution.close_time else None,
             }
@@ -362,8 +429,10 @@ def visibility_query(
     stage: str | None = None,
     started_after: datetime | None = None,
     started_before: datetime | None = None,
+    stuck: bool = False,
 ) -> str:
-    """A visibility query for Conveyor executions matching every filter given."""
+    """A visibility query for Conveyor executions matching every filter given (``stuck``: running ones
+    whose workflow task keeps failing)."""
     clauses = [f"WorkflowType = '{names.DEFINITION_WORKFLOW}'"]
     for key, value in ((names.SA_DEFINITION, definition), (names.SA_STATE, state), (names.SA_STAGE, stage)):
         if value is not None:
@@ -372,6 +441,8 @@ def visibility_query(
         clauses.append(f"StartTime >= '{_instant(started_after)}'")
     if started_before is not None:
         clauses.append(f"StartTime < '{_instant(started_before)}'")
+    if stuck:
+        clauses.append(STUCK_CLAUSE)
     return " AND ".join(clauses)
 
 
@@ -411,6 +482,10 @@ async def _current_state(client: Client, workflow_id: str) -> str:
         return state_of(await client.get_workflow_handle(workflow_id).describe())
     except RPCError:
         return ExecutionState.QUEUED.value
+
+
+def _plain(problem: Problem | None) -> dict[str, Any] | None:
+    return asdict(problem) if problem else None
 
 
 async def _closed_snapshot(handle: WorkflowHandle[Any, ExecutionSnapshot]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Dialect, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Dialect, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -102,7 +102,8 @@ class Trigger(SQLModel, table=True):
     type: str = Field(max_length=16)
     config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     secrets: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    """Webhook signing secrets, newest first: ``{value, created_at, expires_at}``; two during a rotation."""
+    """Webhook signing secrets, newest first: ``{value, hint, created_at, expires_at}``, two during a
+    rotation; ``value`` is sealed (``core/sealing.py``), ``hint`` the last characters the API shows."""
     paused: bool = False
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
@@ -123,13 +124,16 @@ class Delivery(SQLModel, table=True):
 
 
 class Connector(SQLModel, table=True):
-    """A named connection to a SQL database or an HTTP API; its credentials live only here."""
+    """A named connection to a SQL database or an HTTP API; its credentials live only here, sealed."""
 
     __tablename__ = "connectors"
 
     name: str = Field(primary_key=True, max_length=63)
     type: str = Field(max_length=16)
     config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    """The configuration as the API shows it, every credential masked (``core.connectors.masked_config``)."""
+    sealed_config: str = Field(sa_column=Column(Text, nullable=False))
+    """The whole configuration as JSON, sealed (``core/sealing.py``); only the worker's steps open it."""
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
 

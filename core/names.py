@@ -40,6 +40,11 @@ UPDATE_ADVANCE: Final = "advance"
 """Update (``SkipRequest``): move a pipeline item past the stage it is at (queued, running or parked),
 with ``output`` as that stage's output."""
 
+UPDATE_SETTLED: Final = "conveyor:settled"
+"""Update (``ControlRequest``): answers once the execution is SUSPENDED, parked for an operator; a start
+with ``wait`` sends it to answer then instead of running out its wait. The colon keeps it apart from the
+names ``wait`` steps may use (the dynamic update handler serves those)."""
+
 STAGE_NEW: Final = "NEW"
 """``ConveyorStage`` of a pipeline item before its first stage."""
 

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import math
+import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DataConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
+    PayloadCodec,
+)
 
 from core.codec import CodecChain
 
@@ -75,14 +85,58 @@ class ClaimCheckCodec(PayloadCodec):
         return original
 
 
+_UNREADABLE = re.compile(r"\\u[dD][89a-fA-F]|NaN|Infinity")
+"""What a payload holds when it may carry a lone surrogate or a non-finite number: worth a closer look."""
+
+
+def readable(value: Any) -> Any:
+    """``value`` with every lone UTF-16 surrogate replaced by U+FFFD and non-finite numbers by ``None``.
+
+    Such values can sit in histories written before the API refused them at the edge (and a template can
+    still compute ``1e308 * 10``): the worker's JSON encoder writes them, but no UTF-8 or strict JSON
+    encoder can answer with them, so a reader would get a 500 for the execution, forever.
+    """
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {readable(k): readable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [readable(v) for v in value]
+    return value
+
+
+class _ReadableDecoder(json.JSONDecoder):
+    def decode(self, s: str, *args: Any, **kwargs: Any) -> Any:
+        value = super().decode(s, *args, **kwargs)
+        return readable(value) if _UNREADABLE.search(s) else value
+
+
+class ReadablePayloadConverter(CompositePayloadConverter):
+    """Temporal's default converters, with JSON read through :func:`readable`: for readers (the API)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            *(
+                JSONPlainPayloadConverter(decoder=_ReadableDecoder)
+                if isinstance(converter, JSONPlainPayloadConverter)
+                else converter
+                for converter in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
+
+
 def data_converter(
-    blob_dir: Path, threshold: int, *, encryption: PayloadCodec | None = None
+    blob_dir: Path, threshold: int, *, encryption: PayloadCodec | None = None, readable: bool = False
 ) -> DataConverter:
-    """Temporal's default JSON converter with the claim-check codec, after ``encryption`` when given.
+    """Temporal's default JSON converter with the claim-check codec, after ``encryption`` when given;
+    ``readable`` for a process that shows what it reads (:class:`ReadablePayloadConverter`).
 
     Encryption comes first so that what the blob store keeps is ciphertext too (see :mod:`core.codec`).
     """
     claim_check = ClaimCheckCodec(BlobStore(blob_dir), threshold)
-    if encryption is None:
-        return DataConverter(payload_codec=claim_check)
-    return DataConverter(payload_codec=CodecChain([encryption, claim_check]))
+    codec = claim_check if encryption is None else CodecChain([encryption, claim_check])
+    if readable:
+        return DataConverter(payload_codec=codec, payload_converter_class=ReadablePayloadConverter)
+    return DataConverter(payload_codec=codec)

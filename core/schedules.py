@@ -36,12 +36,13 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from core import names
+from core.cron import check_five_fields
 from core.definitions import runnable_version
 from core.errors import ConveyorError, NotFound, Unavailable, Unprocessable
 from core.inputs import prepare_input
 from core.models import DefinitionVersion, Trigger
 from workflows.definition import Definition
-from workflows.durations import parse_duration
+from workflows.durations import MAX_SECONDS, parse_duration
 from workflows.messages import ExecutionInput
 from workflows.states import ExecutionState
 
@@ -64,7 +65,10 @@ class ScheduleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cron: str | None = Field(default=None, description="five-field cron, e.g. '*/5 * * * *'")
+    cron: str | None = Field(
+        default=None,
+        description="five fields: minute hour day-of-month month day-of-week, e.g. '*/5 * * * *'",
+    )
     interval: str | None = Field(default=None, description="a duration, e.g. '1h', '30s'")
     timezone: str = Field(default="UTC", description="IANA time zone the cron is read in")
     overlap: Overlap = Field(default="skip", description="what a firing does while the last run still runs")
@@ -85,15 +89,15 @@ class ScheduleConfig(BaseModel):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is not None and not (value.startswith("@") or 5 <= len(value.split()) <= 7):
-            raise ValueError("cron has five fields (minute hour day month weekday), e.g. '*/5 * * * *'")
+        if value is not None:
+            check_five_fields(value)
         return value
 
     @field_validator("interval", "catchup_window", "jitter")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
-        if value is not None and parse_duration(value) < 1:
-            raise ValueError("must be at least 1s")
+        if value is not None and not 1 <= parse_duration(value) <= MAX_SECONDS:
+            raise ValueError("must be at least 1s and at most ten years")
         return value
 
     @field_validator("timezone")

@@ -85,6 +85,14 @@ class Settings(BaseSettings):
         description="CIDRs, addresses or host names outbound HTTP may reach although not public "
         "(comma-separated; e.g. 127.0.0.1,10.0.0.0/8 for local development)",
     )
+    custom_code_unsandboxed: Literal["refuse", "allow"] = Field(
+        default="refuse",
+        description="'allow' runs custom_code without a sandbox where bubblewrap is missing or not permitted "
+        "(the code can then read and reach what the worker can); 'refuse' fails those steps",
+    )
+    custom_code_bwrap: str = Field(
+        default="bwrap", description="The bubblewrap program custom_code runs in: a name on PATH or a path"
+    )
     payload_encryption_keys: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="AES-256-GCM keys by key id, base64 of 32 bytes "
@@ -94,6 +102,17 @@ class Settings(BaseSettings):
         default=None,
         description="Id of the key new payloads are encrypted with (default: the only key); the others "
         "still decrypt, so keys can rotate",
+    )
+    secret_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="AES-256-GCM keys by key id, base64 of 32 bytes (CONVEYOR_SECRET_KEYS__<ID>), that "
+        "connector credentials and webhook secrets are stored encrypted with; required by the API and the "
+        "main worker",
+    )
+    secret_key_id: str | None = Field(
+        default=None,
+        description="Id of the key secrets are sealed with (default: the only key); the API reseals every "
+        "stored secret under it at start, the others still open, so keys can rotate",
     )
     temporal_ui_origin: str | None = Field(
         default=None,

@@ -31,6 +31,7 @@ import httpx
 from temporalio.exceptions import ApplicationError
 
 from core.settings import Settings
+from workflows import errors
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -178,13 +179,8 @@ class OutboundGuard:
 
     async def check(self, url: str | httpx.URL) -> Target:
         """The address to connect to for ``url``; raises :class:`OutboundBlocked` for a refused one."""
-        scheme, host, port = _destination(url)
-        if scheme not in ("http", "https"):
-            raise ApplicationError(
-                f"outbound requests use http or https, not {scheme!r}",
-                type=OUTBOUND_BLOCKED,
-                non_retryable=True,
-            )
+        refuse_non_web(url)
+        _scheme, host, port = _destination(url)
         literal = ip_literal(host)
         if literal is not None:
             refused = self.policy.refusal(literal)
@@ -205,6 +201,24 @@ class OutboundGuard:
                 if refused is not None:
                     raise OutboundBlocked(host, str(address), refused)
         return Target(host, addresses[0])
+
+
+def refuse_non_web(url: str | httpx.URL) -> None:
+    """Fail the step unless ``url`` is an http(s) URL with a host: ``OutboundBlocked`` for another scheme.
+
+    Senders call it before httpx sees the URL, since httpx reads ``file:///etc/passwd`` (no host) as the
+    relative URL ``/etc/passwd``; the guard calls it again for every redirect hop.
+    """
+    parts = urlsplit(str(url))
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ApplicationError(
+            f"outbound requests use http or https, not {scheme!r}" if scheme else "the URL has no scheme",
+            type=OUTBOUND_BLOCKED,
+            non_retryable=True,
+        )
+    if not parts.hostname:
+        raise ApplicationError("the URL has no host", type=errors.CONFIG_INVALID, non_retryable=True)
 
 
 def refuse_literal(url: str) -> None:

@@ -13,11 +13,13 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from prometheus_client import Gauge
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from core import names
 from core.errors import BadRequest, Unavailable, Unprocessable
+from core.problems import STUCK_CLAUSE
 from workflows.durations import format_duration, parse_duration
 from workflows.states import ExecutionState
 
@@ -26,6 +28,15 @@ SAMPLE_LIMIT = 10_000
 
 MAX_RANGE = timedelta(days=31)
 """The longest ``time_range``: hourly throughput buckets stay a readable list."""
+
+STUCK_EXECUTIONS = Gauge(
+    "conveyor_executions_stuck",
+    "Running executions whose workflow task keeps failing (Temporal's TemporalReportedProblems); NaN when "
+    "Temporal could not be asked",
+)
+"""Refreshed by the API on every scrape of ``/metrics`` (one visibility count)."""
+
+_STUCK_COUNT_TIMEOUT_S = 5.0
 
 _FAILED = (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT)
 _TIMED = {WorkflowExecutionStatus.COMPLETED, *_FAILED}
@@ -52,6 +63,9 @@ class Stats:
     started: int
     state_distribution: dict[str, int]
     active_executions: int
+    stuck_executions: int | None
+    """Running now (whenever started) with a workflow task that keeps failing; None when this Temporal
+    has no ``TemporalReportedProblems`` to count them by."""
     closed: int
     failed: int
     error_rate: float | None
@@ -85,7 +99,8 @@ async def execution_stats(
     """State distribution, throughput, error rate, durations and error types of the executions in range.
 
     Executions *started* in the range make the state distribution and the error breakdown; executions
-    *closed* in the range make throughput, error rate and durations; active executions are all running now.
+    *closed* in the range make throughput, error rate and durations; active and stuck executions are all
+    running now.
     """
     span = parse_time_range(time_range)
     until = now or datetime.now(UTC)
@@ -101,12 +116,16 @@ async def execution_stats(
     )
     states = list(ExecutionState)
     try:
-        counts = await asyncio.gather(
-            _count(client, started),
-            _count(client, f"{ours} AND ExecutionStatus = 'Running'"),
-            _count(client, closed),
-            _count(client, f"{closed} AND ExecutionStatus IN ('Failed', 'TimedOut')"),
-            *(_count(client, f"{started} AND {names.SA_STATE.name} = '{state.value}'") for state in states),
+        stuck, counts = await asyncio.gather(
+            _stuck_count(client, ours),
+            _counts(
+                client,
+                started,
+                f"{ours} AND ExecutionStatus = 'Running'",
+                closed,
+                f"{closed} AND ExecutionStatus IN ('Failed', 'TimedOut')",
+                *(f"{started} AND {names.SA_STATE.name} = '{state.value}'" for state in states),
+            ),
         )
         closed_runs, errored_runs = await asyncio.gather(
             _list(client, closed), _list(client, f"{started} AND {names.SA_ERROR.name} IS NOT NULL")
@@ -134,6 +153,7 @@ async def execution_stats(
         started=total,
         state_distribution={state.value: n for state, n in zip(states, per_state, strict=True)},
         active_executions=active,
+        stuck_executions=stuck,
         closed=closed_count,
         failed=failed_count,
         error_rate=failed_count / closed_count if closed_count else None,
@@ -143,6 +163,28 @@ async def execution_stats(
         error_breakdown=dict(errors.most_common()),
         sampled=sampled,
     )
+
+
+async def refresh_stuck_gauge(client: Client) -> None:
+    """Set ``conveyor_executions_stuck`` from visibility (NaN when Temporal does not answer in time or
+    cannot count them)."""
+    try:
+        async with asyncio.timeout(_STUCK_COUNT_TIMEOUT_S):
+            stuck = await _stuck_count(client, f"WorkflowType = '{names.DEFINITION_WORKFLOW}'")
+    except (RPCError, TimeoutError):
+        stuck = None
+    STUCK_EXECUTIONS.set(math.nan if stuck is None else stuck)
+
+
+async def _stuck_count(client: Client, ours: str) -> int | None:
+    """How many of ``ours`` are stuck; None when the server rejects ``TemporalReportedProblems`` (a
+    Temporal older than the attribute): the rest of the stats still answer."""
+    try:
+        return await _count(client, f"{ours} AND {STUCK_CLAUSE}")
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+            return None
+        raise
 
 
 def _hourly(runs: list[WorkflowExecution], since: datetime, until: datetime) -> list[HourBucket]:
@@ -162,6 +204,10 @@ def _hourly(runs: list[WorkflowExecution], since: datetime, until: datetime) -> 
         elif run.status in _FAILED:
             bucket.failed += 1
     return buckets
+
+
+async def _counts(client: Client, *queries: str) -> list[int]:
+    return list(await asyncio.gather(*(_count(client, query) for query in queries)))
 
 
 async def _count(client: Client, query: str) -> int:

@@ -1,5 +1,8 @@
 """Triggers: the store of webhook and schedule triggers, secret rotation, and webhook deliveries.
 
+Webhook secrets are kept sealed (``core/sealing.py``), bound to their trigger, with the hint the API shows
+beside them; a delivery opens them to verify its signature.
+
 A webhook delivery starts at most one execution: its delivery id is part of the workflow id (so Temporal and
 the ``executions`` record dedupe it) and a ``deliveries`` row maps it to that execution for
 ``webhook_dedupe_ttl_s``, so a redelivery is answered from SQL without touching Temporal.
@@ -8,7 +11,6 @@ the ``executions`` record dedupe it) and a ``deliveries`` row maps it to that ex
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import secrets as random_secrets
 import time
@@ -31,8 +33,10 @@ from core.definitions import get_definition, runnable_version
 from core.errors import BadRequest, Conflict, NotFound, Unprocessable
 from core.executions import start_execution
 from core.models import Delivery, Trigger, utcnow
+from core.sealing import Sealer
 from core.settings import Settings
 from core.signatures import HmacOptions, Scheme, standard_key, verify
+from core.untrusted import InputRefused, parse_json
 from workflows.expressions import ExpressionError, check_template, render, templates_in
 
 TriggerType = Literal["webhook", "schedule", "event"]
@@ -146,12 +150,21 @@ def _validated(model: type[BaseModel], config: dict[str, Any]) -> BaseModel:
         ) from None
 
 
-def _secret_entry(value: str, expires_at: datetime | None = None) -> dict[str, Any]:
+def secret_entry(
+    sealer: Sealer, trigger_id: str, value: str, created_at: str | None = None, expires_at: str | None = None
+) -> dict[str, Any]:
+    """One entry of ``Trigger.secrets``: the secret sealed for this trigger, and the hint the API shows."""
     return {
-        "value": value,
-        "created_at": utcnow().isoformat(),
-        "expires_at": expires_at.isoformat() if expires_at else None,
+        "value": sealer.seal(value, context=sealing_context(trigger_id)),
+        "hint": "…" + value[-4:] if len(value) >= 16 else "…",
+        "created_at": created_at or utcnow().isoformat(),
+        "expires_at": expires_at,
     }
+
+
+def sealing_context(trigger_id: str) -> str:
+    """What a trigger's sealed secrets are bound to: its id (a value copied onto another trigger fails)."""
+    return f"trigger:{trigger_id}"
 
 
 async def create_trigger(
@@ -159,6 +172,7 @@ async def create_trigger(
     client: Client,
     settings: Settings,
     *,
+    sealer: Sealer,
     definition: str,
     type: TriggerType,
     config: dict[str, Any],
@@ -195,7 +209,7 @@ async def create_trigger(
         definition=definition,
         type=type,
         config=stored,
-        secrets=[_secret_entry(secret)] if secret else [],
+        secrets=[secret_entry(sealer, trigger_id, secret)] if secret else [],
         paused=paused,
     )
     session.add(trigger)
@@ -230,11 +244,11 @@ async def list_triggers(session: AsyncSession, *, definition: str | None = None)
     return list((await session.exec(query)).all())
 
 
-def active_secrets(trigger: Trigger, now: datetime | None = None) -> list[str]:
+def active_secrets(trigger: Trigger, sealer: Sealer, now: datetime | None = None) -> list[str]:
     """The secrets a delivery may be signed with now: the current one and, during a rotation, the old one."""
     moment = now or utcnow()
     return [
-        entry["value"]
+        sealer.open(entry["value"], context=sealing_context(trigger.id))
         for entry in trigger.secrets
         if entry.get("expires_at") is None or datetime.fromisoformat(entry["expires_at"]) > moment
     ]
@@ -245,11 +259,10 @@ def masked_secrets(trigger: Trigger) -> list[dict[str, Any]]:
     now = utcnow()
     shown = []
     for entry in trigger.secrets:
-        value: str = entry["value"]
         expires = entry.get("expires_at")
         shown.append(
             {
-                "hint": "…" + value[-4:] if len(value) >= 16 else "…",
+                "hint": entry.get("hint", "…"),
                 "created_at": entry.get("created_at"),
                 "expires_at": expires,
                 "active": expires is None or datetime.fromisoformat(expires) > now,
@@ -263,6 +276,7 @@ async def update_trigger(
     client: Client,
     settings: Settings,
     *,
+    sealer: Sealer,
     trigger_id: str,
     config: dict[str, Any] | None = None,
     secret: str | None = None,
@@ -293,7 +307,7 @@ async def update_trigger(
                     {"field": "scheme"},
                 )
             if webhook.scheme is Scheme.STANDARD:
-                for value in active_secrets(trigger):
+                for value in active_secrets(trigger, sealer):
                     _check_secret(webhook.scheme, value)
             trigger.config = webhook.model_dump(mode="json", exclude_none=True)
         elif trigger.type == "schedule":
@@ -320,7 +334,7 @@ async def update_trigger(
             _check_secret(scheme, secret)
             overlap = trigger.config.get("secret_overlap_s", settings.webhook_secret_overlap_s)
             previous = {**entries[0], "expires_at": (utcnow() + timedelta(seconds=overlap)).isoformat()}
-            entries = [_secret_entry(secret), previous]
+            entries = [secret_entry(sealer, trigger.id, secret), previous]
         if retire_old_secret:
             entries = entries[:1]
         trigger.secrets = entries
@@ -377,10 +391,6 @@ _PURGE_EVERY_S = 60.0
 _next_purge = 0.0
 
 
-def _reject_constant(value: str) -> Any:
-    raise ValueError(f"{value} is not JSON data")
-
-
 def parse_body(body: bytes, content_type: str) -> Any:
     """The body as data: JSON, a form (GitHub's ``payload=`` form holds JSON), or text."""
     kind = content_type.split(";", 1)[0].strip().lower()
@@ -400,10 +410,10 @@ def parse_body(body: bytes, content_type: str) -> Any:
 
 def _json(body: bytes, *, strict: bool) -> Any:
     try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+        return parse_json(body)
+    except InputRefused as exc:
         if strict:
-            raise BodyInvalid("BODY_INVALID", f"the body is not valid JSON: {type(exc).__name__}") from None
+            raise BodyInvalid("BODY_INVALID", exc.message, exc.details) from None
         return body.decode("utf-8", "replace")
 
 
@@ -460,6 +470,7 @@ async def accept_delivery(
     client: Client,
     settings: Settings,
     *,
+    sealer: Sealer,
     trigger: Trigger,
     config: WebhookConfig,
     body: bytes,
@@ -468,7 +479,7 @@ async def accept_delivery(
 ) -> Accepted:
     """Verify, dedupe and start: one execution per delivery id, whoever asks and however often."""
     # Plain values: a rollback on a concurrent duplicate expires ORM objects of this session.
-    trigger_id, definition, secrets = trigger.id, trigger.definition, active_secrets(trigger)
+    trigger_id, definition, secrets = trigger.id, trigger.definition, active_secrets(trigger, sealer)
     lowered = {key.lower(): value for key, value in headers.items()}
     verify(
         config.scheme,

@@ -20,6 +20,8 @@ from temporalio.worker import Worker
 
 from core import names
 from core.payloads import data_converter
+from core.problems import dynamic_config_flags
+from core.sealing import new_key
 from core.settings import Settings
 from tests.support.api import running_api
 from tests.support.target import Target, serve
@@ -35,6 +37,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=list(names.SEARCH_ATTRIBUTES),
         dev_server_log_level="error",
+        dev_server_extra_args=dynamic_config_flags(),
     )
     async with env:
         yield env
@@ -68,6 +71,10 @@ os.environ.setdefault("CONVEYOR_BLOB_DIR", tempfile.mkdtemp(prefix="conveyor-blo
 # Tests of the guard itself pass ``outbound_allow=[]``.
 TEST_OUTBOUND_ALLOW = "127.0.0.0/8,::1,localhost"
 os.environ.setdefault("CONVEYOR_OUTBOUND_ALLOW", TEST_OUTBOUND_ALLOW)
+# The API and the worker do not start without a key for secrets at rest: one per session, for every Settings
+# the tests build and every process they start. Tests of the keys themselves pass ``secret_keys``.
+if not any(name.startswith("CONVEYOR_SECRET_KEYS__") for name in os.environ):
+    os.environ["CONVEYOR_SECRET_KEYS__TEST"] = new_key()
 
 
 @pytest.fixture(scope="session")

@@ -116,7 +116,7 @@ async def test_cancel_new_cancels_the_extra_ones(client: Client, worker: Worker)
         assert [t.to_state for t in history] == ["QUEUED", "CANCELLED"]
         assert "limit reached (max_concurrent 1" in history[-1].reason  # as the server words it
         snapshot = await handle.query(names.QUERY_DESCRIBE, result_type=ExecutionSnapshot)
-        assert {s.id: s.status for s in snapshot.steps} == {"work": "pending", "tidy": "pending"}
+        assert {s.id: s.status for s in snapshot.steps} == {"work": "skipped", "tidy": "skipped"}
     assert (await first.result()).state == "COMPLETED"
 
 
@@ -127,7 +127,7 @@ async def test_skip_completes_the_extra_ones_as_skipped(client: Client, worker: 
     skipped = await (await start(client, worker.task_queue, document)).result()
     assert skipped.state == "COMPLETED"
     assert skipped.output["skipped"] is True and skipped.output["reason"].startswith("limit reached")
-    assert {s.id: s.status for s in skipped.steps} == {"work": "pending", "tidy": "pending"}
+    assert {s.id: s.status for s in skipped.steps} == {"work": "skipped", "tidy": "skipped"}
     assert (await first.result()).output is None
 
 
@@ -160,7 +160,7 @@ async def test_cancelling_a_queued_execution_frees_its_place(client: Client, wor
     assert [t.to_state for t in history] == ["QUEUED", "CANCELLED"]
     assert history[-1].reason == "cancellation requested"
     snapshot = await queued.query(names.QUERY_DESCRIBE, result_type=ExecutionSnapshot)
-    assert snapshot.steps[1].status == "pending"  # on_error runs only for an execution that ran
+    assert snapshot.steps[1].status == "skipped"  # on_error runs only for an execution that ran
     await first.result()
     for _ in range(100):
         state = await lane.query(names.QUERY_LANE, result_type=LaneState)

@@ -18,17 +18,10 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from core.codec import (
-    ENCODING,
-    KEY_ID,
-    EncryptionCodec,
-    KeyConfigInvalid,
-    PayloadDecryptFailed,
-    encryption_codec,
-    new_key,
-)
+from core.codec import ENCODING, KEY_ID, EncryptionCodec, PayloadDecryptFailed, encryption_codec
 from core.payloads import ENCODING as BLOB_REF
 from core.payloads import data_converter
+from core.sealing import KeyConfigInvalid, new_key
 from core.settings import Settings
 from tests.conftest import api_settings
 from tests.support.api import running_api

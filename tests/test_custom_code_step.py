@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
+import uuid
 from typing import Any
 
 import pytest
@@ -14,7 +14,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from tests.support.outcome import Failure, completes, fails, failure_of
+from tests.support.processes import pids_with_argument
 from tests.support.run import start
+from tests.support.waiting import until
 from workflows.definition import DefinitionInvalid, parse
 from workflows.interpreter import DefinitionWorkflow
 
@@ -155,23 +157,24 @@ async def test_a_result_that_is_not_json_fails(client: Client, worker: Worker) -
     assert "not JSON" in failure.error["message"]
 
 
-async def test_the_child_has_an_empty_environment_and_its_own_directory(
+async def test_the_child_has_an_empty_environment_and_a_private_directory(
     client: Client, worker: Worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CONVEYOR_SECRET_IN_WORKER_ENV", "leak")
+    scratch = f"scratch-{uuid.uuid4().hex}.txt"
     source = (
         "import os, sys\n"
-        "def main(input):\n"
-        "    open('scratch.txt', 'w').write('temporary')\n"
+        "def main(name):\n"
+        "    open(name, 'w').write('temporary')\n"
         "    return {'env': dict(os.environ), 'cwd': os.getcwd(), 'isolated': sys.flags.isolated,\n"
         "            'no_site': sys.flags.no_site, 'files': sorted(os.listdir('.'))}\n"
     )
-    result = await completes(client, worker.task_queue, definition(code("env", source)))
+    result = await completes(client, worker.task_queue, definition(code("env", source, input=scratch)))
     output = result.output
     assert output["env"] == {}
     assert output["isolated"] == 1 and output["no_site"] == 1
-    assert "scratch.txt" in output["files"]
-    assert not await asyncio.to_thread(os.path.exists, output["cwd"]), "the temporary directory is removed"
+    assert output["files"] == [scratch], "a directory of its own, empty but for what it wrote"
+    assert not await asyncio.to_thread(os.path.exists, os.path.join(output["cwd"], scratch)), "private"
 
 
 async def test_printed_lines_are_kept_as_capped_log_lines(client: Client, worker: Worker) -> None:
@@ -184,40 +187,27 @@ async def test_printed_lines_are_kept_as_capped_log_lines(client: Client, worker
     assert "150 more line(s) not kept" in lines[50]
 
 
-async def test_a_timed_out_step_kills_the_process_group(
-    client: Client, worker: Worker, tmp_path: Path
-) -> None:
-    """The step's own timeout cancels the activity, which kills the child it started."""
-    pid_file = tmp_path / "pid"
+async def test_a_timed_out_step_kills_the_sandbox(client: Client, worker: Worker) -> None:
+    """The step's own timeout cancels the activity, which kills the sandbox and the code in it."""
+    marker = f"conveyor-nap-{uuid.uuid4().hex}"
     source = (
-        "import os, time\n"
-        "def main(input):\n"
-        "    open(input, 'w').write(str(os.getpid()))\n"
-        "    time.sleep(60)\n"
+        "import os, sys\n"
+        "def main(marker):\n"
+        "    os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', marker])\n"
     )
     handle = await start(
         client,
         worker.task_queue,
-        definition(code("nap", source, input=str(pid_file), timeout="60s") | {"timeout": "1s"}),
+        definition(code("nap", source, input=marker, timeout="60s") | {"timeout": "1s"}),
     )
     failure = await failure_of(handle)
     assert failure.type == "StepTimeout"
-    pid = int(pid_file.read_text())
-    for _ in range(100):
-        if not _alive(pid):
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError(f"process {pid} still runs after its step timed out")
+
+    async def gone() -> bool:
+        return not await asyncio.to_thread(pids_with_argument, marker)
+
+    await until(gone, "the code's process is killed after its step timed out", within_s=15)
     await still_serving(client, worker)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize(

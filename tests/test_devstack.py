@@ -160,6 +160,7 @@ def test_runs_the_stack_and_stops_cleanly_on_sigint(stack: Stack) -> None:
     stack.expect(r"API docs\s+http://\S+/docs")
     stack.expect(r"Temporal Web UI\s+http://localhost:\d+")
     stack.expect(r"temporal workflow list")
+    stack.expect(r"made a development key for secrets at rest: \S+/secret-key")  # a fresh machine works
 
     assert httpx.get(f"{stack.api_url}/health").status_code == 200
     response = httpx.get(f"{stack.api_url}/api/v1/definitions")

@@ -8,6 +8,7 @@ Generation is derandomized and bounded per operation so CI is repeatable and qui
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from core import names
+from core.problems import dynamic_config_flags
 from core.settings import Settings
 from tests.support import processes
 
@@ -57,6 +59,7 @@ async def fuzz_temporal() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=str(processes.BIN / "temporal"),
         search_attributes=list(names.SEARCH_ATTRIBUTES),
         dev_server_log_level="error",
+        dev_server_extra_args=dynamic_config_flags(),
     )
     async with env:
         yield env
@@ -135,6 +138,104 @@ def test_operation_honours_its_schema(
             for key in case.path_parameters.keys() & known.keys():
                 case.path_parameters[key] = known[key]
         case.call_and_validate(base_url=fuzz_url, headers=AUTH, excluded_checks=EXCLUDED)
+
+    run()
+
+
+# --- hostile payload families ---------------------------------------------------------------------------
+# The schema's own bodies, each with one value swapped for what attackers send: lone surrogates, non-finite
+# numbers, deep nesting, huge strings and templates that would build them; and YAML alias bombs where a route
+# reads YAML. The contract is the same as above for these: never a 5xx.
+
+HOSTILE_JSON = st.sampled_from(
+    [
+        '"\\ud800"',
+        '"a\\udfffb"',
+        "NaN",
+        "-Infinity",
+        "1e400",
+        "9" * 5000,
+        "[" * 300 + "]" * 300,
+        '"' + "x" * 200_000 + '"',
+        "\"{{ 'a'.ljust(300000000) }}\"",
+        "\"{{ '%300000000s' % 1 }}\"",
+        '"{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}"',
+        "\"{{ ''.__class__.__mro__ }}\"",
+    ]
+)
+
+
+def alias_bomb(levels: int, fan: int) -> str:
+    lines = [f"l0: &l0 [{', '.join(['lol'] * fan)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * fan)}]" for i in range(1, levels + 1)]
+    return "\n".join(["name: bomb", "steps: []", *lines]) + "\n"
+
+
+def _with_hostile(body: Any, token: str, where: int) -> str:
+    """``body`` as JSON text with the value at the ``where``-th place (or a new key) replaced by ``token``."""
+    marker = f"__hostile_{uuid.uuid4().hex}__"
+    if isinstance(body, dict) and body:
+        keys = list(body)
+        body = {**body, keys[where % len(keys)]: marker}
+    elif isinstance(body, list) and body:
+        body = [*body[:-1], marker]
+    else:
+        body = {"value": marker}
+    return json.dumps(body).replace(f'"{marker}"', token)
+
+
+JSON_BODY_OPERATIONS = [
+    (method, path)
+    for method, path in OPERATIONS
+    if "application/json"
+    in create_app(Settings())
+    .openapi()["paths"][path][method.lower()]
+    .get("requestBody", {})
+    .get("content", {})
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), JSON_BODY_OPERATIONS, ids=[f"{m} {p}" for m, p in JSON_BODY_OPERATIONS]
+)
+def test_operation_survives_hostile_bodies(
+    fuzz_schema: OpenApiSchema, fuzz_api: tuple[str, dict[str, str]], method: str, path: str
+) -> None:
+    fuzz_url, known = fuzz_api
+    operation = fuzz_schema[path][method]
+    yaml_route = "application/yaml" in str(operation.definition.raw.get("requestBody", {}))
+
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        case=operation.as_strategy(),
+        token=HOSTILE_JSON,
+        where=st.integers(0, 20),
+        bomb=st.tuples(st.integers(3, 12), st.integers(2, 12)),
+    )
+    def run(case: Any, token: str, where: int, bomb: tuple[int, int]) -> None:
+        for key in case.path_parameters.keys() & known.keys() if case.path_parameters else ():
+            case.path_parameters[key] = known[key]
+        request = case.as_transport_kwargs(base_url=fuzz_url, headers=AUTH)
+        bodies = [("application/json", _with_hostile(case.body, token, where).encode())]
+        if yaml_route:
+            bodies.append(("application/yaml", alias_bomb(*bomb).encode()))
+        for content_type, content in bodies:
+            answer = httpx.request(
+                request["method"],
+                request["url"],
+                params=request.get("params"),
+                headers={**AUTH, "content-type": content_type},
+                content=content,
+                timeout=30,
+            )
+            assert answer.status_code < 500, (token[:80], content_type, answer.text[:500])
 
     run()
 

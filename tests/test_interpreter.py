@@ -115,7 +115,7 @@ async def test_a_failing_branch_cancels_a_running_delay_and_fails_the_execution(
         "nap": "cancelled",
         "warmup": "completed",
         "boom": "failed",
-        "after": "pending",
+        "after": "skipped",
     }
 
 
@@ -220,7 +220,7 @@ async def test_a_failing_fallback_fails_the_execution(client: Client, worker: Wo
         ),
     )
     assert failure.type == "SECOND"
-    assert failure.statuses() == {"first": "failed", "second": "failed", "never": "pending"}
+    assert failure.statuses() == {"first": "failed", "second": "failed", "never": "skipped"}
 
 
 async def test_when_false_skips_a_step_and_its_dependents_still_run(client: Client, worker: Worker) -> None:
@@ -318,7 +318,7 @@ async def test_switch_runs_the_first_true_case_or_the_default(
 async def test_switch_without_a_matching_case_or_default(client: Client, worker: Worker) -> None:
     result = await completes(client, worker.task_queue, definition(switch((False, "never"))))
     assert result.output == {"case": "default"}
-    assert statuses(result) == {"route": "completed", "never": "pending"}
+    assert statuses(result) == {"route": "completed", "never": "skipped"}
 
 
 async def test_fail_ends_the_execution_with_its_code_and_message(client: Client, worker: Worker) -> None:
@@ -339,7 +339,7 @@ async def test_fail_ends_the_execution_with_its_code_and_message(client: Client,
     assert failure.type == "OUT_OF_STOCK"
     assert "stop" in failure.message and "sku A-1" in failure.message
     assert failure.error == {"code": "OUT_OF_STOCK", "message": "sku A-1", "step": "stop", "details": None}
-    assert failure.statuses() == {"before": "completed", "stop": "failed", "after": "pending"}
+    assert failure.statuses() == {"before": "completed", "stop": "failed", "after": "skipped"}
     assert failure.snapshot["closed_at"]
 
 
@@ -366,7 +366,7 @@ async def test_succeed_ends_the_execution_early(client: Client, worker: Worker) 
         "route": "completed",
         "big": "completed",
         "done": "completed",
-        "never": "pending",
+        "never": "skipped",
     }
 
 
@@ -386,7 +386,7 @@ async def test_succeed_inside_a_switch_ends_the_execution(client: Client, worker
         ),
     )
     assert result.output == "early"
-    assert statuses(result) == {"route": "completed", "done": "completed", "never": "pending"}
+    assert statuses(result) == {"route": "completed", "done": "completed", "never": "skipped"}
 
 
 async def test_definition_output(client: Client, worker: Worker) -> None:
@@ -467,7 +467,7 @@ async def test_on_error_steps_do_not_run_on_success(client: Client, worker: Work
     result = await completes(
         client, worker.task_queue, definition(value("a", 1), on_error=[value("cleanup", 2)])
     )
-    assert statuses(result) == {"a": "completed", "cleanup": "pending"}
+    assert statuses(result) == {"a": "completed", "cleanup": "skipped"}
     assert result.output == 1
 
 

@@ -128,6 +128,55 @@ async def test_schedule_lifecycle_through_the_api(api: httpx.AsyncClient, client
 
 
 @pytest.mark.parametrize(
+    ("config", "field", "words"),
+    [
+        ({"cron": "0 */5 * * * *"}, "cron", "five fields"),
+        ({"cron": "*/5 * * * * *"}, "cron", "has 6"),
+        ({"cron": "@every 5s"}, "cron", "not @every"),
+        ({"cron": "@daily"}, "cron", "macros"),
+        ({"cron": "CRON_TZ=Asia/Tokyo 0 9 * * *"}, "cron", "has 6"),
+        ({"cron": "0 9 * * * # nine"}, "cron", "has 7"),
+        ({"cron": "0 0 1 * mon"}, "cron", "both the day of month and the day of week"),
+        ({"cron": "61 * * * *"}, "cron", "minute: '61' is not in 0-59"),
+        ({"cron": "0 0 L * *"}, "cron", "day of month"),
+        ({"cron": "5/15 * * * *"}, "cron", "a step follows"),
+        ({"interval": "999999999999d"}, "interval", "at most ten years"),
+        ({"interval": "1h", "jitter": "999999999999d"}, "jitter", "at most ten years"),
+    ],
+)
+async def test_a_schedule_takes_only_what_the_readme_documents(
+    api: httpx.AsyncClient, client: Client, config: dict[str, Any], field: str, words: str
+) -> None:
+    assert (await api.post("/api/v1/definitions", json=QUICK)).status_code in (200, 201)
+    answer = await api.post("/api/v1/definitions/quick/triggers", json={"type": "schedule", "config": config})
+    assert answer.status_code == 422, answer.text
+    body = answer.json()
+    assert body["error_code"] == "TRIGGER_INVALID"
+    [problem] = body["details"]["problems"]
+    assert problem["path"] == f"$.config.{field}" and words in problem["message"]
+    assert (await api.get("/api/v1/triggers?definition=quick")).json() == []  # nothing half-made
+
+
+async def test_a_five_field_cron_fires_when_classic_cron_would(
+    api: httpx.AsyncClient, client: Client
+) -> None:
+    assert (await api.post("/api/v1/definitions", json=QUICK)).status_code in (200, 201)
+    created = await api.post(
+        "/api/v1/definitions/quick/triggers",
+        json={"type": "schedule", "config": {"cron": "30 9 * * MON-FRI", "paused": True}},
+    )
+    assert created.status_code == 201, created.text
+    trigger_id = created.json()["id"]
+    try:
+        description = await client.get_schedule_handle(schedules.schedule_id(trigger_id)).describe()
+        upcoming = description.info.next_action_times
+        assert upcoming, "a paused schedule still lists its next times"
+        assert all((t.hour, t.minute, t.weekday() < 5) == (9, 30, True) for t in upcoming)
+    finally:
+        assert (await api.delete(f"/api/v1/triggers/{trigger_id}")).status_code == 200
+
+
+@pytest.mark.parametrize(
     ("overlap", "actions", "skipped", "running"),
     [("allow_all", 5, 0, 5), ("skip", 1, 4, 1), ("buffer_one", 1, 3, 1), ("buffer_all", 1, 0, 1)],
 )

@@ -229,16 +229,25 @@ def dashboard_metrics() -> set[str]:
     return names
 
 
-async def test_worker_serves_sdk_and_step_metrics(
-    temporal_env: WorkflowEnvironment, task_queue: str, tmp_path: Path, target: Target
-) -> None:
+async def metered(temporal_env: WorkflowEnvironment, task_queue: str) -> tuple[Client, Settings, str]:
+    """A client whose workers serve Prometheus metrics on a free port; its settings; the scrape URL."""
     port = free_port()
     settings = Settings(
         temporal_address=temporal_env.client.service_client.config.target_host,
         task_queue=task_queue,
         worker_metrics_address=f"127.0.0.1:{port}",
     )
-    worker_client = await connect(settings, runtime=worker_runtime(settings))
+    return (
+        await connect(settings, runtime=worker_runtime(settings)),
+        settings,
+        f"http://127.0.0.1:{port}/metrics",
+    )
+
+
+async def test_worker_serves_sdk_and_step_metrics(
+    temporal_env: WorkflowEnvironment, task_queue: str, tmp_path: Path, target: Target
+) -> None:
+    worker_client, settings, metrics_url = await metered(temporal_env, task_queue)
     failing = traced_definition(f"failing-{uuid.uuid4().hex[:8]}", target)
     failing["steps"][0]["with"] = {"url": f"{target.url}/status/422"}
     async with (
@@ -250,7 +259,7 @@ async def test_worker_serves_sdk_and_step_metrics(
         failed = await start(api, failing)
         assert failed["state"] == "FAILED", failed
         async with httpx.AsyncClient() as http:
-            scrape = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            scrape = (await http.get(metrics_url)).text
         api_scrape = (await api.get("/metrics")).text
 
     exported = metric_names(scrape)

@@ -21,21 +21,61 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
 from workflows import expressions
-from workflows.durations import parse_duration
+from workflows.durations import MAX_SECONDS, format_duration, parse_duration
 
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
+SAVING: Mapping[str, Any] = {"saving": True}
+"""Validation context of a document being validated or saved (:func:`parse`, :func:`config_problems`).
+
+Some checks of values written literally run only then: an execution parses its snapshot, and each step's
+rendered ``with``, without this context, so a check added later never changes what an execution that
+started before it does. Rendered values those checks would have refused fail in the step itself (the
+interpreter's duration checks, the outbound guard of HTTP steps, the SQL activity's parser)."""
 
 
-def _seconds_or_template(value: Any) -> Any:
-    return value if expressions.is_template(value) else parse_duration(value)
+def saving(info: ValidationInfo) -> bool:
+    """Whether a validator runs on a document being saved (see :data:`SAVING`)."""
+    return bool(info.context and info.context.get("saving"))
 
 
+def _duration(value: Any, info: ValidationInfo, *, positive: bool = False) -> float:
+    seconds = parse_duration(value)
+    if saving(info):
+        if seconds > MAX_SECONDS:
+            raise ValueError(f"{value!r} is longer than {format_duration(MAX_SECONDS)} (ten years)")
+        if positive and seconds == 0:
+            raise ValueError("a timeout must be more than 0s; leave it out for the default")
+    return seconds
+
+
+def _seconds(value: Any, info: ValidationInfo) -> float:
+    return _duration(value, info)
+
+
+def _timeout(value: Any, info: ValidationInfo) -> float:
+    return _duration(value, info, positive=True)
+
+
+def _seconds_or_template(value: Any, info: ValidationInfo) -> Any:
+    return value if expressions.is_template(value) else _duration(value, info)
+
+
+def _timeout_or_template(value: Any, info: ValidationInfo) -> Any:
+    return value if expressions.is_template(value) else _duration(value, info, positive=True)
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+"""A duration of at most ten years (``30s``, ``1h30m``, or seconds)."""
+Timeout = Annotated[float, BeforeValidator(_timeout)]
+"""A duration that bounds something, so more than 0s: a timeout of nothing would never let it run."""
 SecondsOrTemplate = Annotated[float | str, BeforeValidator(_seconds_or_template)]
 """A duration, or a template rendered to one when the step runs."""
+TimeoutOrTemplate = Annotated[float | str, BeforeValidator(_timeout_or_template)]
+"""A timeout, or a template rendered to one when the step runs."""
 StepId = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
@@ -57,7 +97,7 @@ class RetrySpec(_Frozen):
 class Defaults(_Frozen):
     """Settings every step inherits unless it sets its own."""
 
-    timeout: Seconds = 30.0
+    timeout: Timeout = 30.0
     retry: RetrySpec = RetrySpec()
 
 
@@ -86,7 +126,7 @@ class Limits(_Frozen):
     output ``{"skipped": true, "reason": ...}`` and runs no step).
     """
 
-    timeout: Seconds | None = None
+    timeout: Timeout | None = None
     max_concurrent: int | None = Field(default=None, ge=1)
     per_minute: int | None = Field(default=None, ge=1)
     key: str | None = Field(default=None, min_length=1, max_length=500)
@@ -129,7 +169,7 @@ class Step(_Frozen):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     when: str | bool | None = None
     depends_on: tuple[StepId, ...] | None = None
-    timeout: Seconds | None = None
+    timeout: Timeout | None = None
     retry: RetrySpec | None = None
     optional: bool = False
     on_error: OnError = "fail"
@@ -241,7 +281,7 @@ def json_path(loc: tuple[int | str, ...]) -> str:
 
 def parse(document: Any) -> Definition:
     """The definition in ``document``, or :class:`DefinitionInvalid` listing every problem."""
-    definition = parse_structure(document)
+    definition = _validated(document, SAVING)
     problems = list(_semantic_problems(definition))
     if problems:
         raise DefinitionInvalid(problems)
@@ -249,13 +289,17 @@ def parse(document: Any) -> Definition:
 
 
 def parse_structure(document: Any) -> Definition:
-    """The document's model without the semantic checks of :func:`parse`.
+    """The document's model without the semantic and save-time checks of :func:`parse`.
 
     The interpreter uses this on snapshots the API validated when they were saved: checks added to the
     validator later must not break executions of definitions that were valid when they started.
     """
+    return _validated(document, None)
+
+
+def _validated(document: Any, context: Mapping[str, Any] | None) -> Definition:
     try:
-        return Definition.model_validate(document)
+        return Definition.model_validate(document, context=context)
     except ValidationError as exc:
         raise DefinitionInvalid(
             [Problem(path=json_path(tuple(e["loc"])), message=e["msg"]) for e in _real_errors(exc)]

@@ -5,6 +5,11 @@ from __future__ import annotations
 import math
 import re
 
+MAX_SECONDS = 10 * 365 * 86400.0
+"""The longest duration a definition may hold: ten years. Longer ones are typos, and from about 2.7
+million years on they do not even fit a ``timedelta``, so a timer or timeout built from one would fail the
+workflow task instead of the step."""
+
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")

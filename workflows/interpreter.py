@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -31,7 +32,7 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from activities.lanes import LaneLimits, LaneRelease, LaneRequest, LaneTicket, LaneVerdict, lane_id
     from core import names
-    from workflows import data_ops, errors, expressions
+    from workflows import data_ops, errors, expressions, fanout
     from workflows.definition import (
         Definition,
         DefinitionInvalid,
@@ -40,10 +41,11 @@ with workflow.unsafe.imports_passed_through():
         dependencies,
         parse_structure,
     )
-    from workflows.durations import parse_duration
+    from workflows.durations import MAX_SECONDS, parse_duration
     from workflows.inputs import input_problems, merge_patch
     from workflows.messages import (
         AdvanceRequest,
+        CancelRequest,
         ControlRequest,
         ControlResult,
         EventsRequest,
@@ -87,6 +89,23 @@ PATCH_PARK_ON_FAILURE = "park-on-failure"
 """Histories from before it failed an execution at the first failed step, with no workflow-level retry,
 no SUSPENDED state and no ``ConveyorError`` search attribute."""
 
+PATCH_FOREACH_CHILDREN = "foreach-concurrent-children"
+"""Histories from before it ran a long ``foreach`` as one flat list of batch children from the execution's
+own history, one at a time at ``parallelism`` up to ``batch_size``, and left a child being started
+behind when the execution was cancelled."""
+
+PATCH_CANCELLED_WAIT = "cancelled-wait-is-not-resolved"
+"""Histories from before it moved an execution cancelled in a ``wait`` step to PROCESSING ("<event>
+resolved") on its way to CANCELLED."""
+
+PATCH_WAIT_TIMEOUT_PARKS = "wait-timeout-parks"
+"""Histories from before it retried a timed-out ``wait`` (``on_timeout: fail``) like a system error, whose
+retries only waited again, instead of parking the execution for an operator at once."""
+
+PATCH_WAIT_TIMEOUT_POSITIVE = "wait-timeout-positive"
+"""Histories from before it refused a ``wait`` timeout that a template rendered to 0s (it timed out at once
+then, and the execution went to RETRYING)."""
+
 PATCH_TEMPLATE_BOUNDS = "template-bounds"
 """Histories from before it bounded the work and size of each render (a render over the bounds fails its
 step with ExpressionFailed instead of holding the workflow task until the SDK declares it deadlocked)."""
@@ -94,10 +113,8 @@ step with ExpressionFailed instead of holding the workflow task until the SDK de
 DONE = frozenset({"completed", "skipped", "recovered"})
 """Step statuses a resumed execution does not run again."""
 
-MAX_DURATION_S = 10 * 365 * 86400.0
-
 FOREACH_BATCH = 100
-"""Items a ``foreach`` runs in its own history; longer lists go to child workflows of this many each."""
+"""Items a ``foreach`` runs in its own history; longer lists go to child workflows (``workflows.fanout``)."""
 
 STAGE_TIMEOUT_S = 3600.0
 """A stage step's default start-to-close timeout: processors may be slow; a dead worker is found by the
@@ -178,6 +195,41 @@ class _StageVisit:
     advanced: AdvanceRequest | None = None
     settled: str | None = None
     """completed, advanced, failed or cancelled."""
+
+
+@dataclass(frozen=True)
+class _SliceRun:
+    """How the slices of one ``foreach`` run as child workflows: each a definition of one step, the loop
+    over its slice, numbering its items from the slice's offset."""
+
+    step: str
+    body_step: dict[str, Any]
+    execution: ExecutionInput
+    context: dict[str, Any]
+    """The enclosing scope's step outputs, vars and loop bindings, which the body's templates read."""
+    id_prefix: str
+    attributes: TypedSearchAttributes
+
+    def request(self, items: list[Any], offset: int, parallelism: int) -> ExecutionInput:
+        document = {
+            "name": self.execution.name,
+            "steps": [{**self.body_step, "parallelism": parallelism}],
+            "output": "{{ steps." + self.step + ".output }}",
+            "failure": {"suspend": False, "retries": []},
+        }
+        return ExecutionInput(
+            definition=document,
+            name=self.execution.name,
+            version=self.execution.version,
+            input={**self.execution.input, "items": items},
+            trigger="foreach",
+            actor=self.execution.actor,
+            children=self.execution.children,
+            context={**self.context, "offset": offset, "step": self.step},
+        )
+
+    def child_id(self, number: int) -> str:
+        return f"{self.id_prefix}{number}"
 
 
 class EndExecution(Exception):
@@ -276,6 +328,7 @@ class DefinitionWorkflow:
                 self._move(ExecutionState.FAILED, failure.error.message, step=failure.error.step)
             self._event("failed", failure.error.step, {"error": _error_view(failure.error)})
             await self._run_cleanup()
+            self._skip_unrun()
             await self._publish("execution.failed", {"error": _error_view(failure.error)})
             self._closed_at = self._now()
             where = f"step {failure.error.step}" if failure.error.step else "execution"
@@ -290,17 +343,22 @@ class DefinitionWorkflow:
             admitted = self._state is not ExecutionState.QUEUED  # QUEUED here: still waiting for its lane
             if self._state is ExecutionState.RETRYING:  # the table leaves RETRYING only for QUEUED
                 self._move(ExecutionState.QUEUED, "cancelled while waiting to retry")
-            # A lane's cancel_new / cancel_oldest gives its reason ("limit reached ...").
-            self._move(ExecutionState.CANCELLED, workflow.cancellation_reason() or "cancellation requested")
-            self._event("cancelled")
+            # The API's cancel names its caller; a lane's cancel_new / cancel_oldest gives its reason.
+            cancel = CancelRequest.decode(workflow.cancellation_reason())
+            self._move(
+                ExecutionState.CANCELLED, cancel.reason or "cancellation requested", actor=cancel.actor
+            )
+            self._event("cancelled", data={"by": cancel.actor, "reason": cancel.reason})
             if admitted:
                 await self._run_cleanup()
+            self._skip_unrun()
             self._closed_at = self._now()
             raise
         finally:
             await self._release()
         if self._stage_names:
             workflow.upsert_search_attributes([names.SA_STAGE.value_set(names.STAGE_DONE)])
+        self._skip_unrun()
         self._move(ExecutionState.COMPLETED, "all steps finished")
         self._event("completed", data={"output": self._output})
         await self._publish("execution.completed", {"output": self._output})
@@ -395,7 +453,7 @@ class DefinitionWorkflow:
         policy = self._definition.failure
         if failure.final:
             return False
-        if not errors.is_data_error(error.code) and self._retries_used < len(policy.retries):
+        if self._retried(error) and self._retries_used < len(policy.retries):
             delay = policy.retries[self._retries_used]
             self._retries_used += 1
             self._move(ExecutionState.RETRYING, f"retry {self._retries_used} in {delay:g}s", step=error.step)
@@ -428,6 +486,14 @@ class DefinitionWorkflow:
         self._event("resumed", error.step, {"action": decision.action, "actor": actor})
         self._move(ExecutionState.PROCESSING, "picked up again")
         return True
+
+    @staticmethod
+    def _retried(error: StepError) -> bool:
+        """Whether the failure policy's ``retries`` apply: system errors, which may pass. Not data errors, and
+        not a ``wait`` that timed out: running it again would only wait again."""
+        if errors.is_data_error(error.code):
+            return False
+        return not (error.code == errors.WAIT_TIMEOUT and workflow.patched(PATCH_WAIT_TIMEOUT_PARKS))
 
     # -- control updates ----------------------------------------------------------------------------------
 
@@ -488,6 +554,14 @@ class DefinitionWorkflow:
     def _check_resume(self, request: ControlRequest) -> None:
         if self._pause is None:
             raise self._invalid_state("resume", "an execution suspended with `suspend`")
+
+    @workflow.update(name=names.UPDATE_SETTLED, unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
+    async def settled(self, request: ControlRequest) -> ControlResult:
+        """Answer once the execution is SUSPENDED, parked for an operator: a start with ``wait`` then answers
+        at once, with the error, rather than waiting for a result that will not come by itself. Left
+        unanswered (abandoned) when the execution closes first; the caller reads its result then."""
+        await workflow.wait_condition(lambda: self._state is ExecutionState.SUSPENDED)
+        return ControlResult(state=self._state.value, message="waiting for an operator")
 
     @workflow.update(name=names.UPDATE_ADVANCE)
     async def advance(self, request: AdvanceRequest) -> ControlResult:
@@ -903,10 +977,13 @@ class DefinitionWorkflow:
         if self._waits == 1 and self._state is ExecutionState.PROCESSING:
             self._move(ExecutionState.WAITING, f"waiting for {name}", step=step.id)
             self._event("waiting", step.id, {"event": name})
+        ended = f"the wait for {name} failed"
         try:
             limit = (
                 self._seconds(step, config.timeout, "with.timeout") if config.timeout is not None else None
             )
+            if limit == 0 and workflow.patched(PATCH_WAIT_TIMEOUT_POSITIVE):
+                raise self._config_error(step, "with.timeout: a wait's timeout must be more than 0s")
             deadline = workflow.time() + limit if limit is not None else None
             while True:
                 try:
@@ -916,15 +993,20 @@ class DefinitionWorkflow:
                         timeout_summary=f"{step.id} timeout",
                     )
                 except builtins.TimeoutError:
+                    ended = f"no {name} before the timeout"
                     return await self._on_wait_timeout(step, config)
                 payload = self._signals[name].pop(0)
                 problems = self._decision_problems(name, payload)
                 if not problems:
+                    ended = f"{name} resolved"
                     return payload
                 # Sent before this wait began, so never checked: it does not answer this wait.
                 self._log(
                     "warning", f"{name} ignored: {problems[0]['message']}", step.id, {"problems": problems}
                 )
+        except asyncio.CancelledError:
+            ended = f"the wait for {name} was cancelled"
+            raise
         finally:
             self._waits -= 1
             # Several waits (loop iterations) may wait for one name: only this one is done.
@@ -933,8 +1015,17 @@ class DefinitionWorkflow:
                 waiting.remove(config)
             if not waiting:
                 self._expecting.pop(name, None)
-            if self._waits == 0 and self._state is ExecutionState.WAITING:
-                self._move(ExecutionState.PROCESSING, f"{name} resolved", step=step.id)
+            if (
+                self._waits == 0
+                and self._state is ExecutionState.WAITING
+                and not self._cancelled_while_waiting()
+            ):
+                self._move(ExecutionState.PROCESSING, ended, step=step.id)
+
+    def _cancelled_while_waiting(self) -> bool:
+        """Whether the execution itself is being cancelled (not a wait cancelled by a failed sibling): it
+        goes from WAITING to CANCELLED, recorded by the cancellation with who asked for it."""
+        return workflow.cancellation_reason() is not None and workflow.patched(PATCH_CANCELLED_WAIT)
 
     async def _on_wait_timeout(self, step: Step, config: WaitConfig) -> Any:
         policy = step.on_timeout or "fail"
@@ -976,7 +1067,7 @@ class DefinitionWorkflow:
         return snapshot.output
 
     async def _run_foreach(self, step: Step) -> dict[str, Any]:
-        """The body once per item, at most ``parallelism`` at a time; big lists go to child batches."""
+        """The body once per item, at most ``parallelism`` at a time; big lists go to child workflows."""
         items = self._render(step, step.items, "items")
         if not isinstance(items, list):
             raise self._config_error(step, f"items must be a list, not {type(items).__name__}")
@@ -989,13 +1080,15 @@ class DefinitionWorkflow:
                 )
             )
         batch = step.batch_size or FOREACH_BATCH
-        if len(items) > batch:
-            results, failed = await self._foreach_batches(step, items, batch)
-        else:
-            context = self._request.context or {}
-            # A batch run as a child numbers its items from the batch's offset; loops nested in it do not.
-            offset = int(context.get("offset", 0)) if context.get("step") == step.id else 0
+        context = self._request.context or {}
+        # A slice run as a child numbers its items from the slice's offset; loops nested in it do not.
+        offset = int(context.get("offset", 0)) if context.get("step") == step.id else 0
+        if len(items) <= batch:
             results, failed = await self._foreach_here(step, items, offset)
+        elif workflow.patched(PATCH_FOREACH_CHILDREN):
+            results, failed = await self._foreach_children(step, items, batch, offset)
+        else:
+            results, failed = await self._foreach_batches(step, items, batch)
         return {"results": results, "failed": failed, "count": len(items)}
 
     async def _foreach_here(
@@ -1030,63 +1123,122 @@ class DefinitionWorkflow:
         failed.sort(key=lambda entry: int(entry["index"]))
         return results, failed
 
+    async def _foreach_children(
+        self, step: Step, items: list[Any], batch: int, offset: int
+    ) -> tuple[list[Any], list[dict[str, Any]]]:
+        """Slices of the list as child workflows (``workflows.fanout``): batches of ``batch`` items, or
+        parts that split themselves again, several at once, each slot starting its next child as soon as
+        its child ends. A failure (unless ``on_item_error: continue`` absorbed it in the child) or the
+        execution's cancellation cancels the running children and waits until they have ended."""
+        plan = fanout.plan(len(items), batch, step.parallelism or 1)
+        slices = plan.slices(len(items))
+        kind = "batch" if plan.size == batch else "part"
+        run = self._slice_run(step, batch, f"{step.id}/{kind}-")
+        outputs: list[Any] = [None] * len(slices)
+        failures: dict[int, StepFailed] = {}
+        running: dict[int, workflow.ChildWorkflowHandle[Any, ExecutionSnapshot]] = {}
+        queue = iter(range(len(slices)))
+        stopping = False
+
+        async def slot(parallelism: int) -> None:
+            for number in queue:  # shared by the slots: each takes the next slice
+                if stopping:
+                    return
+                start, end = slices[number]
+                handle = await workflow.start_child_workflow(
+                    names.DEFINITION_WORKFLOW,
+                    run.request(items[start:end], offset + start, parallelism),
+                    id=run.child_id((offset + start) // plan.size),
+                    result_type=ExecutionSnapshot,
+                    search_attributes=run.attributes,
+                )
+                running[number] = handle
+                try:
+                    if stopping:  # the stop began while this child was starting
+                        await _cancel_child(handle)
+                    snapshot = await handle
+                except ChildWorkflowError as exc:
+                    if stopping and isinstance(exc.cause, CancelledError):
+                        return
+                    failures[number] = StepFailed(_child_error(step.id, exc))
+                    raise failures[number] from None
+                finally:
+                    del running[number]
+                outputs[number] = snapshot.output
+
+        slots = [asyncio.create_task(slot(share)) for share in plan.slots]
+        try:
+            await workflow.wait(slots, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            # Also on the execution's cancellation: the slots are not cancelled themselves (a child
+            # cancelled while starting would be left behind), their children are, and are waited for.
+            stopping = True
+            await asyncio.gather(*(_cancel_child(handle) for handle in list(running.values())))
+            await asyncio.gather(*slots, return_exceptions=True)
+        if failures:
+            raise failures[min(failures)]
+        for task in slots:
+            task.result()  # anything else that went wrong
+        return self._slice_outputs(step, outputs)
+
     async def _foreach_batches(
         self, step: Step, items: list[Any], batch: int
     ) -> tuple[list[Any], list[dict[str, Any]]]:
-        """Child workflows of ``batch`` items each, so no history holds the whole list."""
+        """Child workflows of ``batch`` items each, at most ``parallelism // batch`` at a time: histories
+        from before ``PATCH_FOREACH_CHILDREN``."""
         parallelism = step.parallelism or 1
         per_child = min(parallelism, batch)
         gate = asyncio.Semaphore(max(1, parallelism // per_child))
         chunks = [items[i : i + batch] for i in range(0, len(items), batch)]
-        body_step = step.model_dump(
-            by_alias=True, exclude_none=True, exclude={"when", "output", "depends_on", "optional", "on_error"}
-        )
-        body_step.update({"items": "{{ input.items }}", "parallelism": per_child, "batch_size": batch})
-        scope = self._scope()
-        context = {
-            "steps": {
-                k: {"output": v.get("output"), "status": v.get("status")} for k, v in scope.steps().items()
-            },
-            "vars": self._vars,
-            "bindings": scope.bindings(),
-        }
+        run = self._slice_run(step, batch, f"{step.id}/batch-")
 
-        async def run_chunk(number: int, chunk: list[Any]) -> dict[str, Any]:
+        async def run_chunk(number: int, chunk: list[Any]) -> Any:
             async with gate:
-                document = {
-                    "name": self._request.name,
-                    "steps": [body_step],
-                    "output": "{{ steps." + step.id + ".output }}",
-                    "failure": {"suspend": False, "retries": []},
-                }
                 try:
                     snapshot = await workflow.execute_child_workflow(
                         names.DEFINITION_WORKFLOW,
-                        ExecutionInput(
-                            definition=document,
-                            name=self._request.name,
-                            version=self._request.version,
-                            input={**self._request.input, "items": chunk},
-                            trigger="foreach",
-                            actor=self._request.actor,
-                            children=self._request.children,
-                            context={**context, "offset": number * batch, "step": step.id},
-                        ),
-                        id=f"{self._execution['id']}{self._scope().path}/{step.id}/batch-{number}",
+                        run.request(chunk, number * batch, per_child),
+                        id=run.child_id(number),
                         result_type=ExecutionSnapshot,
-                        search_attributes=_child_attributes(self._request.name, self._request.version),
+                        search_attributes=run.attributes,
                     )
                 except ChildWorkflowError as exc:
                     raise StepFailed(_child_error(step.id, exc)) from None
-                output: dict[str, Any] = snapshot.output
-                return output
+                return snapshot.output
 
         tasks = [asyncio.create_task(run_chunk(n, chunk)) for n, chunk in enumerate(chunks)]
         await _all_or_first_failure(tasks)
+        return self._slice_outputs(step, [task.result() for task in tasks])
+
+    def _slice_run(self, step: Step, batch: int, name: str) -> _SliceRun:
+        """How a slice of ``step``'s items runs as a child: a one-step definition (the loop over the slice)
+        with the enclosing scope's outputs, vars and loop bindings as its context."""
+        body_step = step.model_dump(
+            by_alias=True, exclude_none=True, exclude={"when", "output", "depends_on", "optional", "on_error"}
+        )
+        body_step.update({"items": "{{ input.items }}", "batch_size": batch})
+        scope = self._scope()
+        return _SliceRun(
+            step=step.id,
+            body_step=body_step,
+            execution=self._request,
+            context={
+                "steps": {
+                    k: {"output": v.get("output"), "status": v.get("status")}
+                    for k, v in scope.steps().items()
+                },
+                "vars": self._vars,
+                "bindings": scope.bindings(),
+            },
+            id_prefix=f"{self._execution['id']}{scope.path}/{name}",
+            attributes=_child_attributes(self._request.name, self._request.version),
+        )
+
+    def _slice_outputs(self, step: Step, outputs: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
+        """The slices' ``{results, failed}`` joined in item order."""
         results: list[Any] = []
         failed: list[dict[str, Any]] = []
-        for task in tasks:
-            part = task.result()
+        for part in outputs:
             if not isinstance(part, dict) or not isinstance(part.get("results"), list):
                 raise self._config_error(step, "a foreach batch ended without its results (a succeed step?)")
             results += part["results"]
@@ -1100,7 +1252,7 @@ class DefinitionWorkflow:
             timedelta(seconds=seconds)  # refuses what a timer could not hold
         except (ValueError, TypeError, OverflowError) as exc:
             raise self._config_error(step, f"{field}: {exc}") from None
-        if seconds > MAX_DURATION_S:
+        if seconds > MAX_SECONDS:
             raise self._config_error(step, f"{field}: {seconds:g} s is longer than ten years")
         return seconds
 
@@ -1323,6 +1475,14 @@ class DefinitionWorkflow:
                 data["error"] = _error_view(error)
             self._event(kind, record.id, data)
 
+    def _skip_unrun(self) -> None:
+        """As the execution closes: steps that never started will not run now, so they are skipped (a
+        switch's other branches, steps after a ``succeed`` or a failure, ``on_error`` steps of a run that
+        did not fail), not left ``pending`` as if they might."""
+        for record in self._records.values():
+            if record.status == "pending":
+                self._finish(record, "skipped")
+
     def _final_output(self) -> Any:
         if self._definition.output is not None:
             return self._render(None, self._definition.output, "output")
@@ -1410,6 +1570,16 @@ async def _all_or_first_failure(
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _cancel_child(handle: workflow.ChildWorkflowHandle[Any, Any]) -> None:
+    """Ask a running child to cancel, and wait until Temporal has recorded the request: an answer still on
+    its way when the workflow closes fails the closing task (UNHANDLED_COMMAND) and costs a full replay."""
+    if handle.done():
+        return
+    external = workflow.get_external_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    with contextlib.suppress(FailureError):  # it ended before the request reached it
+        await external.cancel()
 
 
 def _all_ids(step: Step) -> list[str]:

@@ -5,6 +5,7 @@ One dataclass in and one out everywhere, so fields can be added without breaking
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,3 +190,31 @@ class ControlResult:
 
     state: str
     message: str = ""
+
+
+@dataclass
+class CancelRequest:
+    """Who cancelled an execution, and why.
+
+    A Temporal cancellation carries nothing the workflow sees but a reason text, so the API sends this
+    there as JSON (:meth:`encode`); a reason in any other form (the Temporal CLI's, an admission lane's) is
+    the reason itself, with no actor.
+    """
+
+    actor: str | None = None
+    reason: str = ""
+
+    def encode(self) -> str:
+        return json.dumps({"actor": self.actor, "reason": self.reason}, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str | None) -> CancelRequest:
+        try:
+            data = json.loads(text or "")
+        except ValueError:
+            return cls(reason=text or "")
+        if isinstance(data, dict) and set(data) == {"actor", "reason"}:
+            actor, reason = data["actor"], data["reason"]
+            if (actor is None or isinstance(actor, str)) and isinstance(reason, str):
+                return cls(actor=actor, reason=reason)
+        return cls(reason=text or "")

@@ -26,13 +26,14 @@ PASSTHROUGH_MODULES = (
     "workflows.errors",
     "workflows.data_ops",
     "workflows.expressions",
-    "workflows.template_budget",
-    "workflows.template_checks",
-    "workflows.template_sandbox",
+    "workflows.fanout",
     "workflows.inputs",
     "workflows.messages",
     "workflows.states",
     "workflows.steps",
+    "workflows.template_budget",
+    "workflows.template_checks",
+    "workflows.template_sandbox",
 )
 
 

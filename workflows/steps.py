@@ -7,18 +7,30 @@ with the field at fault.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from workflows import expressions
+from workflows import expressions, sql
 from workflows.data_ops import NORMALIZERS
-from workflows.definition import SecondsOrTemplate, json_path
+from workflows.definition import SAVING, SecondsOrTemplate, TimeoutOrTemplate, json_path, saving
 
 if TYPE_CHECKING:
     from workflows.definition import Step
@@ -118,13 +130,18 @@ class ValidateConfig(StepConfig):
     fail_on_invalid: bool = False
 
 
+EVENT_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+"""The signal or update names a ``wait`` step waits for."""
+
+
 class WaitConfig(StepConfig):
     """``wait``: until the signal or update named ``event`` arrives (its payload is the output)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    event: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
-    timeout: SecondsOrTemplate | None = None
+    event: str = Field(pattern=EVENT_NAME)
+    timeout: TimeoutOrTemplate | None = None
+    """More than 0s: a wait that may not wait is a mistake (a template yielding 0 fails the step)."""
     default: Any = None
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
 
@@ -198,7 +215,7 @@ class StageConfig(StepConfig):
     """Key of the item's file in the blob store (an uploaded item's ``{{ input.file.blob }}``)."""
     task_queue: str | None = Field(default=None, pattern=r"^[^{}\s]{1,200}$")
     """A queue other than ``stage.<stage>``; literal too (the stage's workers are started for it)."""
-    heartbeat_timeout: SecondsOrTemplate = 30.0
+    heartbeat_timeout: TimeoutOrTemplate = 30.0
     """A worker that stops heartbeating this long (it died) loses the item to another worker."""
 
 
@@ -223,6 +240,18 @@ class DelayConfig(StepConfig):
     duration: SecondsOrTemplate | None = None
     until: str | None = None
 
+    @field_validator("until")
+    @classmethod
+    def _iso(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and saving(info) and not expressions.is_template(value):
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an ISO 8601 time, e.g. '2030-01-31T09:00:00Z' (or a template)"
+                ) from None
+        return value
+
     @model_validator(mode="after")
     def _one_of(self) -> DelayConfig:
         if (self.duration is None) == (self.until is None):
@@ -241,6 +270,46 @@ class SucceedConfig(StepConfig):
     """``succeed``: end the execution at once, with ``output`` as its result."""
 
     output: Any = None
+
+
+WEB_SCHEMES = ("http", "https")
+
+
+def _web_url(value: Any, info: ValidationInfo) -> Any:
+    """Saving: a URL written out is http(s) with a host, and so is the scheme written before a template
+    (``file://{{ input.path }}``). A URL a template yields is checked by the outbound guard as it is sent."""
+    if not isinstance(value, str) or not saving(info):
+        return value
+    written = re.split(r"\{[{%]", value, maxsplit=1)[0]
+    templated = written != value
+    if templated and "://" not in written:
+        return value  # the template gives the scheme
+    parts = urlsplit(written)
+    if parts.scheme.lower() not in WEB_SCHEMES:
+        which = f"not {parts.scheme!r}" if parts.scheme else "this one has no scheme"
+        raise ValueError(f"must be an http:// or https:// URL, {which}")
+    if not templated and not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+def _path_below_base_url(value: Any, info: ValidationInfo) -> Any:
+    if isinstance(value, str) and saving(info) and ("://" in value or value.startswith("//")):
+        raise ValueError("a path below the connector's base_url, not a URL")
+    return value
+
+
+def _runnable_sql(*, read_only: bool) -> Any:
+    """Saving: the SQL is one statement a step runs (the activity parses it again for its connector)."""
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and saving(info):
+            problem = sql.problem_at_save(value, read_only=read_only)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+    return check
 
 
 class HttpAuth(StepConfig):
@@ -274,12 +343,14 @@ class HttpRequestConfig(StepConfig):
     body: Any = None
     form: dict[str, Any] | None = None
     auth: HttpAuth | None = None
-    timeout: SecondsOrTemplate | None = None
+    timeout: TimeoutOrTemplate | None = None
     raise_for_status: bool = True
     idempotency_key: bool = False
     """Send ``Idempotency-Key: <execution id>/<step id>/<activity id>``: one value per run of the step (a
     loop item is a run), the same on every retry of it, so a receiver that dedupes sees a request sent
     again after a worker died as the same effect."""
+
+    _url = field_validator("url")(_web_url)
 
     @model_validator(mode="before")
     @classmethod
@@ -303,6 +374,8 @@ class NotificationConfig(StepConfig):
     to: list[str] | str | None = None
     """Email recipients: a list, or one string with addresses separated by commas."""
     subject: str | None = None
+
+    _urls = field_validator("url", "webhook_url")(_web_url)
 
     @model_validator(mode="after")
     def _channel_needs(self) -> NotificationConfig:
@@ -354,6 +427,7 @@ class DatabaseQueryConfig(StepConfig):
     max_rows: int = Field(default=1000, ge=1, le=100_000)
 
     _sql = field_validator("sql", mode="before")(_sql_without_templates)
+    _runnable = field_validator("sql")(_runnable_sql(read_only=False))
     _params = field_validator("params", mode="before")(_template_or("an object"))
     _params_each = field_validator("params_each", mode="before")(_template_or("a list of objects"))
 
@@ -385,9 +459,11 @@ class DataFetchConfig(StepConfig):
     items: str | None = None
     paging: FetchPaging = FetchPaging()
     max_items: int = Field(default=10_000, ge=1, le=1_000_000)
-    timeout: SecondsOrTemplate | None = None
+    timeout: TimeoutOrTemplate | None = None
 
     _sql = field_validator("sql", "query", mode="before")(_sql_without_templates)
+    _runnable = field_validator("sql", "query")(_runnable_sql(read_only=True))
+    _path = field_validator("path")(_path_below_base_url)
     _params = field_validator("params", mode="before")(_template_or("an object"))
 
     @model_validator(mode="before")
@@ -404,6 +480,41 @@ class DataFetchConfig(StepConfig):
         return self
 
 
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+
+
+def host_and_port(entry: str) -> tuple[str, int | None]:
+    """``api.example.com`` or ``api.example.com:8443`` (``[2001:db8::1]:443``) as (lowercase host, port)."""
+    problem = ValueError(f"{entry!r} is not a host or host:port (e.g. api.example.com:8443)")
+    try:
+        parts = urlsplit(f"//{entry}")
+    except ValueError:
+        raise problem from None
+    if parts.path or parts.query or parts.fragment or "@" in parts.netloc or not parts.hostname:
+        raise problem
+    host = parts.hostname.removesuffix(".")
+    if ":" in host:
+        try:
+            host = ipaddress.IPv6Address(host).compressed
+        except ValueError:
+            raise problem from None
+    elif not _HOST_NAME.fullmatch(host):
+        raise problem
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+    return host, port
+
+
+def _host_or_template(entry: str) -> str:
+    if not expressions.is_template(entry):
+        host_and_port(entry)
+    return entry
+
+
 class CustomCodeConfig(StepConfig):
     """``custom_code``: Python source run in a separate, limited process; JSON in, JSON out.
 
@@ -415,6 +526,11 @@ class CustomCodeConfig(StepConfig):
     timeout: SecondsOrTemplate = 10.0
     memory_mb: int = Field(default=256, ge=32, le=8192)
     max_output_bytes: int = Field(default=1_000_000, ge=1, le=1_000_000)
+    allow_hosts: list[Annotated[str, AfterValidator(_host_or_template)]] = Field(
+        default_factory=list, max_length=50
+    )
+    """What the code may reach over HTTP(S), through the worker's proxy and the outbound guard: ``host``
+    (ports 80 and 443) or ``host:port``. Empty: no network at all."""
 
     @field_validator("code")
     @classmethod
@@ -458,7 +574,7 @@ class AiProcessConfig(StepConfig):
     instructions: str | None = None
     provider: Literal["local", "openai"] | None = None
     model: str | None = None
-    timeout: SecondsOrTemplate | None = None
+    timeout: TimeoutOrTemplate | None = None
 
     @model_validator(mode="after")
     def _task_needs(self) -> AiProcessConfig:
@@ -538,7 +654,7 @@ STEP_TYPES: dict[str, StepType] = {
 def config_problems(step: Step) -> Iterator[tuple[str, str]]:
     """Problems with a step's ``with`` as written, as (path below ``with``, message)."""
     try:
-        STEP_TYPES[step.type].config.model_validate(step.with_)
+        STEP_TYPES[step.type].config.model_validate(step.with_, context=SAVING)
     except ValidationError as exc:
         for error in exc.errors():
             yield json_path(tuple(error["loc"]))[1:], error["msg"]

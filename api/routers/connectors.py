@@ -1,6 +1,7 @@
 """Connectors: named SQL databases and HTTP APIs for ``database_query`` and ``data_fetch`` steps.
 
-Credentials go in once and never come out: every answer masks passwords, tokens and sensitive headers.
+Credentials go in once and never come out: they are stored sealed, and every answer shows the configuration
+with passwords, tokens and sensitive headers masked.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.auth import Admin, Viewer
-from api.deps import SessionDep
+from api.deps import SealerDep, SessionDep
 from core import connectors as store
 from core.connectors import ConnectorType
 from core.models import Connector
@@ -48,16 +49,20 @@ class ConnectorView(BaseModel):
         return cls(
             name=row.name,
             type=row.type,
-            config=store.masked_config(row.type, row.config),
+            config=row.config,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
 
 
 @router.post("", status_code=201, response_model=ConnectorView)
-async def create_connector(request: ConnectorRequest, session: SessionDep, _caller: Admin) -> ConnectorView:
+async def create_connector(
+    request: ConnectorRequest, session: SessionDep, sealer: SealerDep, _caller: Admin
+) -> ConnectorView:
     """Create a connector; 409 when the name is taken, 422 with JSON paths when the config is wrong."""
-    row = await store.create_connector(session, name=request.name, type=request.type, config=request.config)
+    row = await store.create_connector(
+        session, sealer=sealer, name=request.name, type=request.type, config=request.config
+    )
     return ConnectorView.of(row)
 
 
@@ -75,10 +80,12 @@ async def get_connector(name: str, session: SessionDep, _caller: Viewer) -> Conn
 
 @router.put("/{name}", response_model=ConnectorView)
 async def replace_connector(
-    name: str, request: ConnectorReplace, session: SessionDep, _caller: Admin
+    name: str, request: ConnectorReplace, session: SessionDep, sealer: SealerDep, _caller: Admin
 ) -> ConnectorView:
     """Replace a connector's configuration, e.g. to rotate credentials; running steps pick it up next time."""
-    row = await store.replace_connector(session, name=name, type=request.type, config=request.config)
+    row = await store.replace_connector(
+        session, sealer=sealer, name=name, type=request.type, config=request.config
+    )
     return ConnectorView.of(row)
 
 

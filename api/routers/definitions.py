@@ -18,7 +18,7 @@ from core.executions import forget_plans
 from core.mermaid import definition_flowchart
 from core.models import Definition, DefinitionVersion
 from core.schedules import repoint_schedules
-from workflows.definition import DefinitionInvalid, Problem, parse
+from workflows.definition import DefinitionInvalid, Problem, parse, parse_structure
 
 router = APIRouter(prefix="/api/v1/definitions", tags=["definitions"])
 
@@ -211,7 +211,8 @@ async def graph(
     definition = await store.get_definition(session, name=name)
     chosen = version or definition.active_version or definition.latest_version
     row = await store.get_version(session, name=name, version=chosen)
-    return definition_flowchart(parse(row.document))
+    # Stored versions were valid when saved; checks added since must not hide their graph.
+    return definition_flowchart(parse_structure(row.document))
 
 
 class ArchiveResponse(BaseModel):

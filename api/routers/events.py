@@ -41,7 +41,9 @@ class LogEntryView(BaseModel):
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "a text/event-stream: `id` is the event's seq, `event` its type, `data` the event",
+            "description": "a text/event-stream: `id` is the event's seq, `event` its type, `data` the "
+            "event; `stuck` and `recovered` (the execution's workflow task keeps failing, or went through "
+            "again) have seq 0 and no `id`",
             "content": {"text/event-stream": {"example": _SSE_EXAMPLE}},
         },
         404: {"description": "no such execution"},
@@ -90,4 +92,6 @@ async def _sse(feed: AsyncIterator[ExecutionEvent | service.KeepAlive]) -> Async
         if isinstance(item, service.KeepAlive):
             yield ": keep-alive\n\n"
         else:
-            yield f"id: {item.seq}\nevent: {item.type}\ndata: {json.dumps(asdict(item), default=str)}\n\n"
+            # ``stuck`` and ``recovered`` (seq 0) are not recorded events: no id, so Last-Event-ID stays put.
+            sse_id = f"id: {item.seq}\n" if item.seq else ""
+            yield f"{sse_id}event: {item.type}\ndata: {json.dumps(asdict(item), default=str)}\n\n"

@@ -30,6 +30,21 @@ class StartRequest(BaseModel):
     )
 
 
+class ProblemView(BaseModel):
+    """Why a running execution cannot progress: its workflow task keeps failing (Temporal's reason)."""
+
+    category: str = Field(description="WorkflowTaskFailed or WorkflowTaskTimedOut")
+    cause: str | None = Field(
+        description="Temporal's cause, e.g. WorkflowTaskFailedCauseWorkflowWorkerUnhandledFailure "
+        "(an exception in workflow code) or WorkflowTaskFailedCauseNonDeterministicError"
+    )
+    message: str | None = Field(default=None, description="the failure's message; not in lists")
+    failed_attempts: int | None = Field(
+        default=None, description="workflow task attempts failed since the last good one; not in lists"
+    )
+    since: str | None = Field(default=None, description="when the first of them failed; not in lists")
+
+
 class StartResponse(BaseModel):
     execution_id: str
     run_id: str | None
@@ -39,6 +54,9 @@ class StartResponse(BaseModel):
     created: bool
     output: Any = None
     error: dict[str, Any] | None = None
+    problem: ProblemView | None = Field(
+        default=None, description="set when a `wait` ran out on an execution that cannot progress"
+    )
 
 
 class StepView(BaseModel):
@@ -65,6 +83,7 @@ class ExecutionView(BaseModel):
     output: Any
     error: dict[str, Any] | None
     retry_count: int
+    problem: ProblemView | None = Field(description="null while the execution can progress")
     started_at: str | None
     closed_at: str | None
 
@@ -78,6 +97,7 @@ class ExecutionRow(BaseModel):
     stage: str | None
     trigger: str | None
     temporal_status: str | None
+    problem: ProblemView | None = Field(description="category and cause while it cannot progress")
     started_at: str
     closed_at: str | None
 
@@ -147,12 +167,19 @@ async def list_executions(
     definition: str | None = None,
     state: str | None = None,
     stage: str | None = None,
+    stuck: bool = Query(False, description="only executions whose workflow task keeps failing"),
     limit: int = Query(50, ge=1, le=1000),
     page_token: str | None = None,
 ) -> ExecutionPage:
     """Executions, newest first, filtered through Temporal visibility."""
     page = await service.list_executions(
-        temporal, definition=definition, state=state, stage=stage, limit=limit, page_token=page_token
+        temporal,
+        definition=definition,
+        state=state,
+        stage=stage,
+        stuck=stuck,
+        limit=limit,
+        page_token=page_token,
     )
     return ExecutionPage(
         executions=[ExecutionRow(**row) for row in page.executions], next_page_token=page.next_page_token
@@ -234,9 +261,9 @@ async def execution_history(
 
 
 @router.post("/executions/{execution_id:path}/cancel", response_model=ControlResponse, status_code=202)
-async def cancel_execution(temporal: TemporalDep, _caller: Operator, execution_id: str) -> ControlResponse:
+async def cancel_execution(temporal: TemporalDep, caller: Operator, execution_id: str) -> ControlResponse:
     """Request cancellation: running steps are cancelled, then the definition's on_error steps run."""
-    result = await service.cancel_execution(temporal, execution_id)
+    result = await service.cancel_execution(temporal, execution_id, actor=caller.name)
     return ControlResponse(execution_id=execution_id, result=result)
 
 

@@ -13,6 +13,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from api.deps import SessionDep, SettingsDep, TemporalDep
+from core.stats import refresh_stuck_gauge
 
 router = APIRouter(tags=["health"])
 
@@ -52,6 +53,7 @@ async def ready(session: SessionDep, temporal: TemporalDep, settings: SettingsDe
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics() -> Response:
-    """Prometheus metrics of this API process."""
+async def metrics(temporal: TemporalDep) -> Response:
+    """Prometheus metrics of this API process, and the count of stuck executions."""
+    await refresh_stuck_gauge(temporal)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

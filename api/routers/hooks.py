@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api.deps import SessionDep, SettingsDep, TemporalDep
+from api.deps import SealerDep, SessionDep, SettingsDep, TemporalDep
 from api.errors import ErrorBody, error_response
 from core import triggers
 from core.signatures import SignatureInvalid
@@ -48,7 +48,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
     },
 )
 async def receive(
-    trigger_id: str, request: Request, session: SessionDep, temporal: TemporalDep, settings: SettingsDep
+    trigger_id: str,
+    request: Request,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    sealer: SealerDep,
 ) -> JSONResponse:
     """Verify a delivery's signature, then start one execution per delivery id (202; a duplicate: 200)."""
     limit = settings.webhook_max_body_bytes
@@ -66,6 +71,7 @@ async def receive(
             session,
             temporal,
             settings,
+            sealer=sealer,
             trigger=trigger,
             config=config,
             body=body,

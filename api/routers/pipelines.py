@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
 
@@ -16,6 +15,7 @@ from core import names
 from core import pipelines as service
 from core.errors import BadRequest, TooLarge, Unprocessable, UnsupportedMedia
 from core.payloads import BlobStore
+from core.untrusted import InputRefused, parse_json
 
 router = APIRouter(prefix="/api/v1", tags=["pipelines"])
 
@@ -174,9 +174,12 @@ def _metadata(raw: object) -> dict[str, Any]:
     if raw is None:
         return {}
     try:
-        value = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
-        value = None
+        value = parse_json(raw, what="`metadata`") if isinstance(raw, str) else None
+    except InputRefused as exc:
+        if exc.error_code == "INVALID_JSON":
+            value = None
+        else:  # valid JSON holding what JSON data cannot: say where
+            raise InputRefused(exc.error_code, exc.message, {"field": "metadata", **exc.details}) from None
     if not isinstance(value, dict):
         raise Unprocessable("INPUT_INVALID", "`metadata` must be a JSON object", {"field": "metadata"})
     if "file" in value:

@@ -29,6 +29,10 @@ class StatsView(BaseModel):
     started: int = Field(description="executions started in the range")
     state_distribution: dict[str, int] = Field(description="executions started in the range, per state")
     active_executions: int = Field(description="executions running now, whenever they started")
+    stuck_executions: int | None = Field(
+        description="of those, the ones whose workflow task keeps failing (each shows its `problem`); "
+        "null when this Temporal has no TemporalReportedProblems search attribute to count them by"
+    )
     closed: int = Field(description="executions closed in the range")
     failed: int = Field(description="executions closed in the range as failed or timed out")
     error_rate: float | None = Field(description="failed / closed; null when none closed")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
 from api.auth import Admin, Operator, Viewer
-from api.deps import SessionDep, SettingsDep, TemporalDep
+from api.deps import SealerDep, SessionDep, SettingsDep, TemporalDep
 from core import schedules
 from core import triggers as store
 from core.errors import BadRequest, Conflict
@@ -100,11 +100,12 @@ async def create_trigger(
     session: SessionDep,
     temporal: TemporalDep,
     settings: SettingsDep,
+    sealer: SealerDep,
     _caller: Admin,
 ) -> TriggerCreated:
     """Create a webhook (answers its URL and, if generated, its secret once) or a schedule trigger."""
     created = await store.create_trigger(
-        session, temporal, settings, definition=name, type=body.type, config=body.config
+        session, temporal, settings, sealer=sealer, definition=name, type=body.type, config=body.config
     )
     trigger = created.trigger
     return TriggerCreated(
@@ -144,6 +145,7 @@ async def update_trigger(
     session: SessionDep,
     temporal: TemporalDep,
     settings: SettingsDep,
+    sealer: SealerDep,
     _caller: Admin,
 ) -> TriggerView:
     """Change the config, or rotate the secret: the old one stays valid until retired or the overlap ends."""
@@ -151,6 +153,7 @@ async def update_trigger(
         session,
         temporal,
         settings,
+        sealer=sealer,
         trigger_id=trigger_id,
         config=body.config,
         secret=body.secret,

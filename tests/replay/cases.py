@@ -20,6 +20,8 @@ class ReplayCase:
     definition: dict[str, Any]
     input: dict[str, Any] = field(default_factory=dict)
     cancel_after_s: float | None = None
+    cancel_by: str | None = None
+    """Who cancels it, sent as the API sends it (``CancelRequest``)."""
     signals: tuple[tuple[str, Any], ...] = ()
     """Sent once the execution is WAITING."""
     retry_patch: dict[str, Any] | None = None
@@ -203,6 +205,35 @@ FLOW: list[ReplayCase] = [
         signals=(("approve", {"by": "ada"}),),
     ),
     ReplayCase(
+        "flow-cancel-while-waiting",
+        {
+            "name": "flow-cancel-while-waiting",
+            "steps": [{"id": "approval", "type": "wait", "with": {"event": "approve"}}],
+            "on_error": [{"id": "tidy", "type": "set", "with": {"tidied": True}}],
+        },
+        cancel_after_s=1.0,
+        cancel_by="ada",
+    ),
+    ReplayCase(
+        "flow-wait-timeout-fails",
+        {
+            "name": "flow-wait-timeout-fails",
+            "failure": {"suspend": False, "retries": [60]},
+            "steps": [{"id": "approval", "type": "wait", "with": {"event": "approve", "timeout": "500ms"}}],
+        },
+    ),
+    ReplayCase(
+        "flow-wait-zero-timeout",
+        {
+            "name": "flow-wait-zero-timeout",
+            "failure": {"suspend": False, "retries": [60]},
+            "steps": [
+                {"id": "approval", "type": "wait", "with": {"event": "approve", "timeout": "{{ input.t }}"}}
+            ],
+        },
+        {"t": 0},
+    ),
+    ReplayCase(
         "flow-park-and-retry",
         {
             "name": "flow-park-and-retry",
@@ -240,6 +271,50 @@ FLOW: list[ReplayCase] = [
 ]
 
 
+def _batched_loop(name: str) -> dict[str, Any]:
+    """A loop longer than its ``batch_size``: its batches run as child workflows."""
+    return {
+        "name": name,
+        "steps": [
+            {
+                "id": "each",
+                "type": "foreach",
+                "items": "{{ input.items }}",
+                "batch_size": 2,
+                "parallelism": 2,
+                "on_item_error": "continue",
+                "steps": [{"id": "inv", "type": "transform", "with": {"value": "{{ 10 / item }}"}}],
+            },
+            {"id": "after", "type": "transform", "with": {"value": "{{ steps.each.output.failed }}"}},
+        ],
+    }
+
+
+LOOPS: list[ReplayCase] = [
+    # Recorded before PATCH_FOREACH_CHILDREN, when the batches ran one at a time: the old path must replay.
+    ReplayCase("flow-foreach-batches", _batched_loop("flow-foreach-batches"), {"items": [1, 2, 0, 4, 5]}),
+    ReplayCase("flow-foreach-children", _batched_loop("flow-foreach-children"), {"items": [1, 2, 0, 4, 5]}),
+    ReplayCase(
+        "flow-foreach-children-cancelled",
+        {
+            "name": "flow-foreach-children-cancelled",
+            "steps": [
+                {
+                    "id": "each",
+                    "type": "foreach",
+                    "items": "{{ input.items }}",
+                    "batch_size": 2,
+                    "parallelism": 4,
+                    "steps": [{"id": "nap", "type": "delay", "with": {"duration": "1h"}}],
+                }
+            ],
+        },
+        {"items": list(range(12))},
+        cancel_after_s=3.0,
+    ),
+]
+
+
 _NEEDS_SERVICES = frozenset({"stage", "data_fetch", "database_query"})
 
 
@@ -252,4 +327,4 @@ def all_cases() -> list[ReplayCase]:
         # stages); connector steps need the demo marketplace and its connectors.
         if not _NEEDS_SERVICES & {step.get("type") for step in _example(path.name)["steps"]}
     ]
-    return FEATURES + FLOW + examples
+    return FEATURES + FLOW + LOOPS + examples

@@ -24,7 +24,7 @@ from tests.replay.cases import HISTORIES, ReplayCase, all_cases
 from tests.support.run import start
 from tests.support.target import Target, serve
 from worker import conveyor_worker, stage_workers
-from workflows.messages import AdvanceRequest, RetryRequest
+from workflows.messages import AdvanceRequest, CancelRequest, RetryRequest
 
 QUEUE = "replay-recorder"
 
@@ -61,7 +61,9 @@ async def record() -> None:
             handle = await start(env.client, QUEUE, definition, values)
             if case.cancel_after_s is not None:
                 await asyncio.sleep(case.cancel_after_s)
-                await handle.cancel()
+                await handle.cancel(
+                    reason=CancelRequest(actor=case.cancel_by).encode() if case.cancel_by else ""
+                )
             if case.signals:
                 await _until_state(handle, "WAITING")
                 for name, payload in case.signals:

@@ -12,6 +12,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from core import connectors
 from core.connectors import ConnectorType
 from core.db import create_engine, migrate, session_factory
+from core.sealing import secret_sealer
+from core.settings import Settings
 
 PG_TEST_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 """The CI machine's PostgreSQL database ``test``; tests make their own uniquely named tables in it."""
@@ -31,6 +33,8 @@ async def migrated_store(url: str) -> AsyncIterator[async_sessionmaker[AsyncSess
 async def add_connector(
     sessions: async_sessionmaker[AsyncSession], name: str, type: ConnectorType, config: dict[str, Any]
 ) -> None:
-    """Store a connector as ``POST /api/v1/connectors`` does."""
+    """Store a connector as ``POST /api/v1/connectors`` does, sealed with the key of the suite's settings."""
     async with sessions() as session:
-        await connectors.create_connector(session, name=name, type=type, config=config)
+        await connectors.create_connector(
+            session, sealer=secret_sealer(Settings()), name=name, type=type, config=config
+        )

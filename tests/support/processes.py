@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from core.names import search_attribute_flags
+from core.problems import dynamic_config_flags
 from tests.support.target import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,6 +108,7 @@ def temporal(db_file: Path, port: int, ui_port: int, log: Path) -> Child:
         *["server", "start-dev", "--db-filename", str(db_file), "--headless"],
         *["--port", str(port), "--ui-port", str(ui_port), "--log-level", "error"],
         *search_attribute_flags(),
+        *dynamic_config_flags(),
     ]
     return Child("temporal", argv, os.environ, log)
 
@@ -156,3 +158,18 @@ async def api_stack(folder: Path, **settings: str) -> AsyncIterator[str]:
     finally:
         await api_child.stop()
         await worker_child.stop()
+
+
+def pids_with_argument(marker: str) -> list[int]:
+    """Processes on this machine with an argument that starts with ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if any(argument.startswith(marker.encode()) for argument in arguments):
+            found.append(int(entry.name))
+    return found

@@ -36,8 +36,7 @@ class Target:
         """The value the test settings give ``secrets.TARGET_TOKEN``."""
         app = self.app
 
-        @app.api_route("/echo", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-        async def echo(request: Request) -> JSONResponse:
+        async def seen_of(request: Request) -> dict[str, Any]:
             body = await request.body()
             seen = {
                 "method": request.method,
@@ -47,7 +46,16 @@ class Target:
                 "body": body.decode() if body else None,
             }
             self.requests.append(seen)
-            return JSONResponse(seen)
+            return seen
+
+        @app.api_route("/echo", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+        async def echo(request: Request) -> JSONResponse:
+            return JSONResponse(await seen_of(request))
+
+        @app.api_route("/echo/items", methods=["GET", "POST"])
+        async def echo_items(request: Request) -> JSONResponse:
+            """What /echo answers, as the one item of the list under ``items`` (a page for ``data_fetch``)."""
+            return JSONResponse({"items": [await seen_of(request)]})
 
         @app.api_route("/status/{code}", methods=["GET", "POST"])
         async def status(code: int) -> Response:
