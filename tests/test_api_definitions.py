@@ -132,3 +132,37 @@ async def test_archive_stops_new_executions(api: httpx.AsyncClient) -> None:
     assert len((await api.get("/api/v1/definitions?include_archived=true")).json()) == 1
     start = await api.post("/api/v1/definitions/hello/executions", json={"input": {"who": "x"}})
     assert start.status_code == 409 and start.json()["error_code"] == "DEFINITION_ARCHIVED"
+
+
+async def test_validate_refuses_hostile_templates_at_their_paths(api: httpx.AsyncClient) -> None:
+    hostile = {
+        "name": "hostile",
+        "steps": [
+            {"id": "mro", "type": "transform", "with": {"value": "{{ ''.__class__.__mro__ }}"}},
+            {"id": "pad", "type": "transform", "with": {"value": "x{{ 'a'.ljust(300000000) }}"}},
+            {
+                "id": "nest",
+                "type": "transform",
+                "with": {"value": "{{ " + "(" * 300 + "1" + ")" * 300 + " }}"},
+            },
+            {
+                "id": "loops",
+                "type": "transform",
+                "with": {
+                    "value": "{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}"
+                    "{% endfor %}{% endfor %}{% endfor %}"
+                },
+            },
+        ],
+    }
+    answer = await api.post("/api/v1/definitions/validate", json=hostile)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["valid"] is False
+    problems = {p["path"]: p["message"] for p in report["problems"]}
+    assert "'__class__'" in problems["$.steps[0].with.value"]
+    assert "300,000,000" in problems["$.steps[1].with.value"]
+    assert "nested" in problems["$.steps[2].with.value"]
+    assert "loops nested" in problems["$.steps[3].with.value"]
+    saved = await api.post("/api/v1/definitions", json=hostile)
+    assert saved.status_code == 422 and saved.json()["error_code"] == "DEFINITION_INVALID"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
+import tracemalloc
 from typing import Any
 
 import pytest
 
-from workflows import expressions
+from workflows import expressions, template_budget
 from workflows.durations import format_duration, parse_duration
 from workflows.expressions import ExpressionError, render, render_text, resolve_secrets
 
@@ -91,8 +93,8 @@ def test_a_result_that_is_not_json_data_is_refused() -> None:
 
 def test_range_is_bounded() -> None:
     assert len(
-        render_text("{{ range(expressions_max) | list }}", {"expressions_max": expressions.MAX_RANGE})
-    ) == (expressions.MAX_RANGE)
+        render_text("{{ range(expressions_max) | list }}", {"expressions_max": template_budget.MAX_RANGE})
+    ) == (template_budget.MAX_RANGE)
     with pytest.raises(ExpressionError, match="larger than"):
         render_text("{{ range(100000000) | list }}", CONTEXT)
 
@@ -192,3 +194,218 @@ def test_dict_keys_win_over_dict_methods() -> None:
     assert render("{{ input.keys }}", context) == "k"
     assert render("{{ input.values.get }}", context) == 3
     assert render("{{ input.items | length }}", context) == 2
+
+
+# -- hostile templates: every render is bounded in work and size ---------------------------------------------
+# Each of these once allocated hundreds of megabytes or ran for minutes on the workflow task's thread, where
+# the SDK's deadlock detector failed the task and the execution sat QUEUED with no error. Sizes and counts
+# come from the context where the static check (``check_template``) would otherwise refuse them first.
+
+HOSTILE: dict[str, str] = {
+    "ljust": "{{ 'a'.ljust(big) }}",
+    "rjust in text": "x{{ 'a'.rjust(big) }}",
+    "zfill": "{{ '1'.zfill(big) }}",
+    "center filter": "{{ 'a' | center(big) }}",
+    "center filter, constant, in text": "x{{ 'a' | center(300000000) }}y",
+    "format width": "{{ '{:>300000000}'.format('a') }}",
+    "format nested width": "{{ '{:{}}'.format('a', big) }}",
+    "format precision": "{{ '{:.300000000f}'.format(1.5) }}",
+    "format_map width": "{{ '{a:>300000000}'.format_map({'a': 1}) }}",
+    "percent width": "{{ '%300000000s' % 'a' }}",
+    "percent precision": "{{ '%.300000000f' % 1.5 }}",
+    "percent star width": "{{ '%*s' % (big, 'a') }}",
+    "format filter width": "{{ '%300000000s' | format('a') }}",
+    "repeated format fields": "{{ ('{0}' * 100000).format('x' * 100000) }}",
+    "list concatenation": (
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}"
+        "{{ ns.l | length }}"
+    ),
+    "namespace doubling with ~": (
+        "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
+        "{{ ns.s | length }}"
+    ),
+    "list extend doubling": (
+        "{% set l = [1] %}{% for i in range(40) %}{% set _ = l.extend(l) %}{% endfor %}{{ l | length }}"
+    ),
+    "join of repeated big strings": "{{ (['x' * 1000000] * 1000) | join }}",
+    "join separator": "{{ range(10000) | join('x' * 1000000) }}",
+    "str join": "{{ ('x' * 1000000).join(['a'] * 1000) }}",
+    "replace empty": "{{ ('x' * 100000).replace('', 'y' * 100000) }}",
+    "replace filter": "{{ ('x' * 100000) | replace('x', 'y' * 100000) }}",
+    "expandtabs": "{{ ('\t' * 100000).expandtabs(100000) }}",
+    "translate": "{{ ('a' * 100000).translate({97: 'b' * 100000}) }}",
+    "indent": "{{ ('\n' * 100000) | indent(100000, blank=true) }}",
+    "wordwrap": "{{ ('a ' * 100000) | wordwrap(1, wrapstring='x' * 100000) }}",
+    "batch padding": "{{ [1] | batch(300000000, 0) | list }}",
+    "slice count": "{{ [1] | slice(300000000) | list }}",
+    "sum of lists": "{{ ([['x'] * 10000] * 10000) | sum(start=[]) | length }}",
+    "output of a loop": "{% for i in range(10000) %}{{ 'x' * 1000 }}{% endfor %}",
+    "literal text in a loop": "{% for i in range(10000) %}" + "x" * 1000 + "{% endfor %}",
+    "set block": (
+        "{% set s %}{% for i in range(10000) %}{{ 'x' * 1000 }}{% endfor %}{% endset %}{{ s | length }}"
+    ),
+    "big integers": "{{ ((10 ** 1000) ** 1000) ** 1000 }}",
+    "big integer products": (
+        "{% set ns = namespace(n=10 ** 999) %}"
+        "{% for i in range(30) %}{% set ns.n = ns.n * ns.n %}{% endfor %}"
+    ),
+}
+
+HEAVY: dict[str, str] = {
+    "three nested ranges": (
+        "{% for i in range(n) %}{% for j in range(n) %}{% for k in range(n) %}{% endfor %}{% endfor %}"
+        "{% endfor %}"
+    ),
+    "nested loops that filter everything out": (
+        "{% for i in range(n) %}{% for j in range(n) if false %}{% endfor %}{% endfor %}"
+    ),
+    "a big loop body": "{% for i in range(n) %}{% for j in range(n) %}"
+    + "{{ i }}" * 200
+    + "{% endfor %}{% endfor %}",
+    "membership in a big list": (
+        "{% set big = range(n) | list %}{% for i in range(n) %}{{ (n + 1) in big }}{% endfor %}"
+    ),
+    "macro fan-out": (
+        "{% macro f(d) %}{% if d %}{{ f(d - 1) }}{{ f(d - 1) }}{% endif %}{% endmacro %}{{ f(40) }}"
+    ),
+    "sorting in a loop": (
+        "{% set big = range(n) | list %}{% for i in range(n) %}{{ big | sort | first }}{% endfor %}"
+    ),
+    "recursive loop over shared lists": (
+        "{% set ns = namespace(l=[]) %}{% for i in range(40) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}"
+        "{% for x in ns.l recursive %}{{ loop(x) }}{% endfor %}"
+    ),
+}
+
+
+@pytest.mark.parametrize("source", HOSTILE.values(), ids=HOSTILE.keys())
+def test_a_render_cannot_make_a_huge_value(source: str) -> None:
+    with pytest.raises(ExpressionError, match="too costly") as caught:
+        render_text(source, {"big": 300_000_000})
+    assert caught.value.expression == source
+
+
+@pytest.mark.parametrize("source", HEAVY.values(), ids=HEAVY.keys())
+def test_a_cpu_heavy_render_fails_promptly(source: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ExpressionError, match="too costly"):
+        render_text(source, {"n": 10_000})
+    # Unbounded, each runs for minutes; the SDK declares a workflow task deadlocked after 2 s.
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+        "{% set l = [] %}{% set _ = l.append(l) %}{% for x in l recursive %}{{ loop(x) }}{% endfor %}",
+        "{{ " + "(" * 300 + "1" + ")" * 300 + " }}",
+        "{{ " + "[" * 150 + "1" + "]" * 150 + " }}",
+        "{{ 1" + "+1" * 5000 + " }}",
+    ],
+    ids=["macro recursion", "recursive loop over itself", "parentheses", "brackets", "long sum"],
+)  # fmt: skip
+def test_deep_recursion_is_an_expression_error(source: str) -> None:
+    with pytest.raises(ExpressionError):
+        render_text(source, {})
+
+
+def test_a_failing_render_fails_the_same_way_every_time() -> None:
+    source = HEAVY["three nested ranges"]
+    reasons = set()
+    for _ in range(3):
+        with pytest.raises(ExpressionError) as caught:
+            render_text(source, {"n": 1000})
+        reasons.add(caught.value.reason)
+    assert len(reasons) == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{% for i in range(1000) %}{{ i }},{% endfor %}", ",".join(map(str, range(1000))) + ","),
+        ("{{ range(10000) | map('string') | join(',') | length }}", 48889),
+        ("{{ 'a'.ljust(5) ~ '|' }}", "a    |"),
+        ("{{ '{:>5}|{:.2f}'.format('a', 1.5) }}", "    a|1.50"),
+        ("{{ '%5s|%.1f' % ('a', 2) }}", "    a|2.0"),
+        ("{{ 'x' | center(5) }}", "  x  "),
+        ("{{ [[1], [2, 3]] | sum(start=[]) }}", [1, 2, 3]),
+        ("{{ [1, 2, 3] | batch(2, 0) | list }}", [[1, 2], [3, 0]]),
+        ("{{ 'a-b'.replace('-', '+') }}", "a+b"),
+        ("{{ ('x' * 1000) | length }}", 1000),
+        ("{{ 2 ** 100 }}", 2**100),
+        ("{{ 3 in [1, 2, 3] }}", True),
+        ("{% set ns = namespace(l=[]) %}{% for i in range(3) %}{% set _ = ns.l.append(i) %}{% endfor %}"
+         "{{ ns.l }}", "[0, 1, 2]"),
+        ("{% macro m(x) %}<{{ x }}>{% endmacro %}{% for i in range(3) %}{{ m(i) }}{% endfor %}", "<0><1><2>"),
+    ],
+)  # fmt: skip
+def test_ordinary_templates_stay_within_bounds(source: str, expected: Any) -> None:
+    assert render_text(source, CONTEXT) == expected
+
+
+def test_every_render_gets_a_fresh_budget() -> None:
+    source = "{% for i in range(1000) %}{% for j in range(10) %}{% endfor %}{% endfor %}"
+    for _ in range(50):
+        assert render_text(source, CONTEXT) == ""
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("{{ ''.__class__.__mro__ }}", "'__class__'"),
+        ("{{ input['__class__'] }}", "'__class__'"),
+        ("{{ input.name._private }}", "'_private'"),
+        ("{{ 'a'.ljust(300000000) }}", "300,000,000"),
+        ("{{ 'a' | center(300000000) }}", "300,000,000"),
+        ("{{ 'a' * 300000000 }}", "300,000,000"),
+        ("{{ 2 ** 100000 }}", "100000"),
+        ("{{ range(100000000) | list }}", "100,000,000"),
+        ("{{ '%300000000s' % 'a' }}", "%-formatting"),
+        ("{{ '{:>300000000}'.format('a') }}", "300,000,000"),
+        ("{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}{% endfor %}"
+         "{% endfor %}{% endfor %}", "loops nested here run"),
+        ("{{ " + "(" * 300 + "1" + ")" * 300 + " }}", "nested"),
+        ("{{ input.name }}" * 20000, "characters"),
+    ],
+)  # fmt: skip
+def test_check_template_refuses_what_it_can_see(source: str, found: str) -> None:
+    problems = expressions.check_template(source, frozenset(), frozenset())
+    assert problems and found in " ".join(problems), problems
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ input.name.ljust(20) }}",
+        "{{ 'x' * input.n }}",
+        "{{ input.n * 300000000 }}",
+        "{% for i in range(100) %}{% for j in range(100) %}{{ i * j }}{% endfor %}{% endfor %}",
+        "{{ '%5s' % input.name }}",
+        "{{ input.items | default(10000000) }}",
+    ],
+)
+def test_check_template_leaves_ordinary_templates_alone(source: str) -> None:
+    assert expressions.check_template(source, frozenset(), frozenset()) == []
+
+
+def test_validating_a_constant_amplifier_allocates_nothing_big() -> None:
+    # Jinja folds constant expressions while compiling, which once made the 300 MB string at validation.
+    tracemalloc.start()
+    try:
+        problems = expressions.check_template("x{{ 'a' | center(300000000) }}y", frozenset(), frozenset())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert problems
+    assert peak < 50_000_000
+
+
+def test_an_unlimited_render_works_as_before_the_bounds() -> None:
+    # What histories recorded before the bounds replay with (workflow.patched("template-bounds") unset).
+    source = "{{ 'a'.ljust(2000000) | length }}"
+    with pytest.raises(ExpressionError, match="too costly"):
+        render(source, CONTEXT)
+    assert render(source, CONTEXT, limited=False) == 2_000_000
+    with pytest.raises(ExpressionError, match="more than"):
+        render("{{ 'a' * 100000000 }}", CONTEXT, limited=False)

@@ -238,3 +238,108 @@ def test_operation_survives_hostile_bodies(
             assert answer.status_code < 500, (token[:80], content_type, answer.text[:500])
 
     run()
+
+
+# -- hostile templates ---------------------------------------------------------------------------------------
+# A family of its own, beside the schema-driven tests: definitions whose one template is built to make a huge
+# value, run for minutes, nest past the parser or reach Python internals, with sizes taken from the input (so
+# only the render can see them) or written as constants (so validation can). Each must be refused when saved
+# (422 naming the template's field) or run to its end promptly: a template must never stall a workflow task.
+
+HOSTILE_EXAMPLES = 25
+# Hypothesis starts from the first choice of each: hostile sizes, taken from the input, come first.
+_SIZES = st.sampled_from([300_000_000, 10**12, 1_000_000, 10_000, 1_000, 3])
+_LOOP_COUNTS = st.sampled_from([1_000, 40, 10_000, 3])
+_AMPLIFIERS = st.sampled_from(
+    [
+        "'a'.ljust({n})",
+        "'a' | center({n})",
+        "'{{:>{n}}}'.format('a')",
+        "'{{:.{n}f}}'.format(1.5)",
+        "'%{n}s' % 'a'",
+        "'%{n}s' | format('a')",
+        "'x' * {n}",
+        "[0] * {n}",
+        "range({n}) | list | length",
+        "({n} * ['ab']) | join('x' * {n})",
+        "2 ** {n}",
+        "'ab' | replace('', 'x' * {n})",
+        "(['y' * 1000] * {n}) | join",
+        "[1] | batch({n}, 0) | list",
+        "[1] | slice({n}) | list",
+    ]
+)
+_LOOPS = st.sampled_from(
+    [
+        "{{% for i in range({n}) %}}{{% for j in range({n}) %}}{{% for k in range({n}) %}}{{% endfor %}}"
+        "{{% endfor %}}{{% endfor %}}",
+        "{{% set ns = namespace(s='ab') %}}{{% for i in range({n}) %}}{{% set ns.s = ns.s ~ ns.s %}}"
+        "{{% endfor %}}{{{{ ns.s | length }}}}",
+        "{{% set ns = namespace(l=[1]) %}}{{% for i in range({n}) %}}{{% set ns.l = ns.l + ns.l %}}"
+        "{{% endfor %}}{{{{ ns.l | length }}}}",
+        "{{% macro f(d) %}}{{% if d %}}{{{{ f(d - 1) }}}}{{{{ f(d - 1) }}}}{{% endif %}}{{% endmacro %}}"
+        "{{{{ f({n}) }}}}",
+    ]
+)
+
+
+@st.composite
+def hostile_templates(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A template and the input it renders with: an amplifier, loops, nesting, internals or bulk text."""
+    kind = draw(st.sampled_from(["amplifier", "loop", "nesting", "internals", "bulk"]))
+    size = draw(_LOOP_COUNTS if kind == "loop" else _SIZES)
+    n = "input.n" if draw(st.sampled_from([True, False])) else str(size)
+    if kind == "amplifier":
+        template = "x{{ " + draw(_AMPLIFIERS).format(n=n) + " }}"
+    elif kind == "loop":
+        template = draw(_LOOPS).format(n=n)
+    elif kind == "nesting":
+        depth = draw(st.integers(50, 5_000))
+        template = "{{ " + "(" * depth + "1" + ")" * depth + " }}"
+    elif kind == "internals":
+        template = draw(
+            st.sampled_from(["{{ ''.__class__.__mro__ }}", "{{ input.__class__ }}", "{{ x._y }}"])
+        )
+    else:
+        template = "{{ '" + "x" * draw(st.integers(1_000, 200_000)) + "' | length }}"
+    return template, {"n": size}
+
+
+def test_hostile_templates_are_refused_or_fail_promptly(fuzz_api: tuple[str, dict[str, str]]) -> None:
+    fuzz_url, _ = fuzz_api
+
+    @settings(
+        max_examples=HOSTILE_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=hostile_templates())
+    def run(case: tuple[str, dict[str, Any]]) -> None:
+        template, input_ = case
+        name = f"hostile-{uuid.uuid4().hex[:12]}"
+        document = {
+            "name": name,
+            "failure": {"suspend": False, "retries": []},
+            "steps": [{"id": "t", "type": "transform", "with": {"value": template}}],
+        }
+        with httpx.Client(base_url=fuzz_url, headers=AUTH, timeout=60) as http:
+            saved = http.post("/api/v1/definitions", json=document)
+            assert saved.status_code in (201, 413, 422), saved.text
+            if saved.status_code == 422:
+                problems = saved.json()["details"]["problems"]
+                assert any(p["path"] == "$.steps[0].with.value" for p in problems), problems
+                return
+            if saved.status_code == 413:
+                return
+            # Unbounded, the render deadlocked the workflow task and the execution stayed QUEUED for ever.
+            run = http.post(f"/api/v1/definitions/{name}/executions", json={"input": input_, "wait": 30})
+            assert run.status_code == 201, run.text
+            result = run.json()
+            assert result["state"] in ("COMPLETED", "FAILED"), result
+            if result["state"] == "FAILED":
+                assert result["error"]["code"] == "ExpressionFailed", result["error"]
+
+    run()

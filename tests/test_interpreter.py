@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -481,6 +482,34 @@ async def test_an_expression_error_fails_the_step(client: Client, worker: Worker
     assert "steps.ok.output.missing.deeper" in failure.error["message"]
     assert "bad" in failure.message
     assert failure.statuses() == {"ok": "completed", "bad": "failed"}
+
+
+@pytest.mark.parametrize(
+    ("template", "input_"),
+    [
+        (
+            "{% for i in range(input.n) %}{% for j in range(input.n) %}{% for k in range(input.n) %}"
+            "{% endfor %}{% endfor %}{% endfor %}",
+            {"n": 1000},
+        ),
+        ("{{ 'a'.ljust(input.n) }}", {"n": 300_000_000}),
+    ],
+    ids=["three nested loops", "a 300 MB padding"],
+)
+async def test_a_costly_template_fails_its_step_promptly(
+    client: Client, worker: Worker, template: str, input_: dict[str, Any]
+) -> None:
+    # Unbounded, the render held the workflow task past the SDK's deadlock detector: the task failed over and
+    # over and the execution stayed QUEUED with no steps and no error.
+    started = time.monotonic()
+    failure = await fails(
+        client, worker.task_queue, definition(value("ok", 1), value("heavy", template)), input_
+    )
+    assert time.monotonic() - started < 30
+    assert failure.type == "ExpressionFailed"
+    assert failure.error["step"] == "heavy"
+    assert failure.error["message"].startswith("with.value: too costly")
+    assert failure.statuses() == {"ok": "completed", "heavy": "failed"}
 
 
 async def test_an_expression_error_in_when_fails_the_step(client: Client, worker: Worker) -> None:

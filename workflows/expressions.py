@@ -3,23 +3,23 @@
 A string that is exactly one ``{{ expression }}`` yields the value itself (a number stays a number, a list a
 list); any other string with template syntax renders to text. Compiled templates are cached by their source,
 which is pure, so the interpreter compiles each template once per worker process rather than once per run.
+Each top-level :func:`render` spends from one budget of work and size (:mod:`template_budget`), so a hostile
+or merely heavy template fails its step promptly instead of stalling the workflow task that renders it.
 """
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
-from jinja2.exceptions import SecurityError, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.exceptions import TemplateError
 
-MAX_RANGE = 10_000
-MAX_SEQUENCE = 1_000_000
-MAX_EXPONENT = 1_000
+from workflows import template_checks
+from workflows.template_budget import MAX_SOURCE, Budget, TemplateTooCostly, Unbudgeted
+from workflows.template_sandbox import BoundedEnvironment
 
 ROOTS = frozenset(
     {"input", "steps", "vars", "item", "index", "execution", "secrets", "error", "true", "false"}
@@ -40,10 +40,8 @@ class ExpressionError(Exception):
         self.reason = reason
 
 
-class _Environment(SandboxedEnvironment):
-    """The sandbox plus bounds on work: no huge ranges, repeats or powers, and no randomness."""
-
-    intercepted_binops = frozenset({"*", "**"})
+class _Environment(BoundedEnvironment):
+    """The bounded sandbox, reading data before methods."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Data first: `input.items` is the key "items", not dict.items (Jinja's default order).
@@ -54,35 +52,12 @@ class _Environment(SandboxedEnvironment):
                 pass
         return super().getattr(obj, attribute)
 
-    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
-        if operator_ == "**":
-            if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-                raise SecurityError(f"exponent {right} is larger than {MAX_EXPONENT}")
-            return operator.pow(left, right)
-        if isinstance(left, str | list | tuple) and isinstance(right, int):
-            size = len(left) * right
-        elif isinstance(right, str | list | tuple) and isinstance(left, int):
-            size = len(right) * left
-        else:
-            size = 0
-        if size > MAX_SEQUENCE:
-            raise SecurityError(f"result of * would hold {size} items, more than {MAX_SEQUENCE}")
-        return operator.mul(left, right)
-
-
-def _bounded_range(*args: int) -> range:
-    values = range(*args)
-    if len(values) > MAX_RANGE:
-        raise SecurityError(f"range of {len(values)} items is larger than {MAX_RANGE}")
-    return values
-
 
 def _new_environment() -> _Environment:
     env = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     # Determinism: workflow code must render the same way on replay, so nothing random.
     env.filters.pop("random", None)
     env.globals.pop("lipsum", None)
-    env.globals["range"] = _bounded_range
     return env
 
 
@@ -125,26 +100,46 @@ def is_template(value: object) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
+_TOO_DEEP = "too deeply nested"
+
+
 @lru_cache(maxsize=4096)
 def _compile(source: str) -> Callable[[Mapping[str, Any]], Any]:
+    if len(source) > MAX_SOURCE:
+        raise ExpressionError(
+            source[:80], f"a template of {len(source):,} characters, more than {MAX_SOURCE:,}"
+        )
     single = _SINGLE.match(source)
     try:
-        if single:
-            expression = _ENV.compile_expression(single.group("expr"), undefined_to_none=False)
-            return lambda context: expression(**context)
-        template = _ENV.from_string(source)
+        with Unbudgeted():
+            if single:
+                expression = _ENV.compile_expression(single.group("expr"), undefined_to_none=False)
+                return lambda context: expression(**context)
+            template = _ENV.from_string(source)
     except TemplateSyntaxError as exc:
         raise ExpressionError(source, f"syntax error: {exc.message}") from None
+    except (RecursionError, SyntaxError):
+        # Jinja's parser and Python's compiler both recurse once per level of nesting.
+        raise ExpressionError(source, _TOO_DEEP) from None
     return lambda context: template.render(**context)
 
 
 def render_text(source: str, context: Mapping[str, Any]) -> Any:
-    """Evaluate one template string against ``context``."""
+    """Evaluate one template string against ``context``, within a budget of its own unless in a render."""
+    with Budget():
+        return _render_text(source, context)
+
+
+def _render_text(source: str, context: Mapping[str, Any]) -> Any:
     evaluate = _compile(source)
     try:
-        value = evaluate(context)
+        return _plain(source, evaluate(context))
     except ExpressionError:
         raise
+    except TemplateTooCostly as exc:
+        raise ExpressionError(source, f"too costly: {exc}") from None
+    except RecursionError:
+        raise ExpressionError(source, _TOO_DEEP) from None
     except (
         TemplateError,
         ArithmeticError,
@@ -155,17 +150,25 @@ def render_text(source: str, context: Mapping[str, Any]) -> Any:
         AttributeError,
     ) as exc:
         raise ExpressionError(source, f"{type(exc).__name__}: {exc}") from None
-    return _plain(source, value)
 
 
-def render(value: Any, context: Mapping[str, Any]) -> Any:
-    """Render every template inside ``value`` (strings, and lists and dicts of them) against ``context``."""
+def render(value: Any, context: Mapping[str, Any], *, limited: bool = True) -> Any:
+    """Render every template inside ``value`` (strings, and lists and dicts of them) against ``context``.
+
+    All of ``value`` shares one budget of work and size; ``limited=False`` renders as before the bounds
+    existed, for workflow histories recorded then.
+    """
+    with Budget(limited):
+        return _render(value, context)
+
+
+def _render(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
-        return render_text(value, context) if is_template(value) else value
+        return _render_text(value, context) if is_template(value) else value
     if isinstance(value, list):
-        return [render(v, context) for v in value]
+        return [_render(v, context) for v in value]
     if isinstance(value, dict):
-        return {k: render(v, context) for k, v in value.items()}
+        return {k: _render(v, context) for k, v in value.items()}
     return value
 
 
@@ -205,7 +208,8 @@ def templates_in(value: Any, path: str) -> Iterator[tuple[str, str]]:
 
 
 def check_template(source: str, known_steps: frozenset[str], extra_roots: frozenset[str]) -> list[str]:
-    """Problems with one template found without running it: syntax, unknown names, unknown step ids."""
+    """Problems with one template found without running it: syntax, unknown names, unknown step ids, and
+    what its constants show it would do that no render may (:mod:`template_checks`)."""
     try:
         _compile(source)
         tree = _ENV.parse(source)
@@ -213,7 +217,7 @@ def check_template(source: str, known_steps: frozenset[str], extra_roots: frozen
         return [exc.reason]
     except TemplateSyntaxError as exc:
         return [f"syntax error: {exc.message}"]
-    problems: list[str] = []
+    problems = template_checks.problems(tree)
     allowed = ROOTS | extra_roots | frozenset(_ENV.globals)
     for name in sorted(meta.find_undeclared_variables(tree) - allowed):
         problems.append(

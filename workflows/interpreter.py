@@ -106,6 +106,10 @@ PATCH_WAIT_TIMEOUT_POSITIVE = "wait-timeout-positive"
 """Histories from before it refused a ``wait`` timeout that a template rendered to 0s (it timed out at once
 then, and the execution went to RETRYING)."""
 
+PATCH_TEMPLATE_BOUNDS = "template-bounds"
+"""Histories from before it bounded the work and size of each render (a render over the bounds fails its
+step with ExpressionFailed instead of holding the workflow task until the SDK declares it deadlocked)."""
+
 DONE = frozenset({"completed", "skipped", "recovered"})
 """Step statuses a resumed execution does not run again."""
 
@@ -1443,7 +1447,7 @@ class DefinitionWorkflow:
             **extra,
         }
         try:
-            return expressions.render(value, context)
+            return expressions.render(value, context, limited=workflow.patched(PATCH_TEMPLATE_BOUNDS))
         except expressions.ExpressionError as exc:
             raise StepFailed(
                 StepError(

@@ -31,6 +31,9 @@ PASSTHROUGH_MODULES = (
     "workflows.messages",
     "workflows.states",
     "workflows.steps",
+    "workflows.template_budget",
+    "workflows.template_checks",
+    "workflows.template_sandbox",
 )
 
 

@@ -118,6 +118,22 @@ FEATURES: list[ReplayCase] = [
         },
         cancel_after_s=1.0,
     ),
+    ReplayCase(
+        "feature-template-bounds",
+        {
+            "name": "feature-template-bounds",
+            "failure": {"suspend": False, "retries": []},
+            "steps": [
+                {
+                    "id": "fine",
+                    "type": "transform",
+                    "with": {"value": "{% for i in range(input.n) %}{{ i }}{% endfor %}"},
+                },
+                {"id": "costly", "type": "transform", "with": {"value": "{{ 'a'.ljust(input.n ** 8) }}"}},
+            ],
+        },
+        {"n": 20},
+    ),
 ]
 
 

@@ -1,0 +1,388 @@
+"""Jinja2's sandbox with every costly operation paid for from the render's :mod:`template_budget`.
+
+Three hooks see all the work a template can do. The compiled tree is rewritten so that each loop pays for
+every item it takes (weighted by the size of its body), each macro or ``caller`` body pays when it runs,
+``~`` joins through a bounded concatenation and comparisons pay for the containers they scan. The sandbox's
+own hooks (calls, ``+ * ** %``, subscripts, output, ``str.format``) check the size of what they would make
+before making it. Filters and tests are wrapped to pay for what they go through and to check what they make.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from types import BuiltinFunctionType, GeneratorType, MethodType
+from typing import Any
+
+from jinja2 import nodes
+from jinja2.environment import Environment
+from jinja2.filters import FILTERS, make_attrgetter
+from jinja2.runtime import Context, LoopContext, Macro
+from jinja2.sandbox import SandboxedEnvironment, SandboxedFormatter, modifies_known_mutable
+from jinja2.utils import _PassArg, pass_environment, pass_eval_context
+from jinja2.visitor import NodeTransformer
+from markupsafe import EscapeFormatter, Markup
+
+from workflows import template_budget as budget
+from workflows.template_budget import (
+    MAX_EXPONENT,
+    MAX_INT_BITS,
+    MAX_RANGE,
+    MAX_SEQUENCE,
+    TemplateTooCostly,
+)
+
+# Internal filter names hold a ':', which no template can write.
+_ITEMS = "metered:items"
+_SPEND = "metered:spend"
+_CONCAT = "metered:concat"
+_SCAN = "metered:scan"
+_MADE = "metered:made"
+
+_SEQUENCES = (str, list, tuple)
+_JINJA_CALL = 20
+
+
+class BoundedEnvironment(SandboxedEnvironment):
+    """The sandbox, bounding the work and sizes of each render made under a ``template_budget.Budget``."""
+
+    intercepted_binops = frozenset({"+", "*", "**", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(finalize=_finalize, **options)
+        self.filters = {name: _bounded_filter(name, f) for name, f in {**self.filters, **_REPLACED}.items()}
+        self.filters.update(
+            {
+                _ITEMS: budget.counted,
+                _SPEND: budget.spend,
+                _CONCAT: _concat,
+                _SCAN: budget.scanned,
+                _MADE: budget.made,
+            }
+        )
+        self.tests = {name: _bounded_test(test) for name, test in self.tests.items()}  # type: ignore[arg-type]
+        self.globals["range"] = bounded_range
+
+    def _generate(
+        self, source: nodes.Template, name: str | None, filename: str | None, defer_init: bool = False
+    ) -> str:
+        # Every compiled template, from text or from compile_expression's own tree, passes here.
+        _Metering().visit(source)
+        source.set_environment(self)
+        return super()._generate(source, name, filename, defer_init)
+
+    def concat(self, chunks: Iterable[str]) -> str:
+        """Join output, and the buffers of blocks and macros, refusing text over the size cap."""
+        # Each chunk is text already paid for as it was made, so holding them all costs only references.
+        parts = list(chunks)
+        budget.will_make(sum(map(len, parts)))
+        return "".join(parts)
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        # Calling a macro, or a recursive loop's `loop`, sets up a fresh context in Python: tens of steps.
+        budget.spend(_JINJA_CALL if isinstance(obj, Macro | LoopContext) else 1)
+        if isinstance(obj, BuiltinFunctionType | type):
+            # C code (str and list methods, dict(), namespace()) may go through all of its arguments.
+            for value in (*args, *kwargs.values()):
+                budget.scanned(value)
+        receiver = getattr(obj, "__self__", None)
+        if isinstance(receiver, str):
+            budget.scanned(receiver)
+            if obj.__name__ == "join" and args:
+                return budget.made(receiver.join(budget.joined(receiver, args[0], strict=True)))
+            size = _str_method_size(receiver, obj.__name__, args, kwargs)
+            if size is not None:
+                budget.will_make(size)
+        elif isinstance(receiver, list | dict) and modifies_known_mutable(receiver, obj.__name__):
+            grown = len(receiver) + 1 + sum(len(v) for v in args if isinstance(v, list | tuple | dict))
+            budget.fits(grown + len(kwargs))
+        return budget.made(super().call(context, obj, *args, **kwargs))
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "+":
+            if isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
+                budget.will_make(len(left) + len(right))
+            return left + right
+        if operator == "*":
+            if isinstance(left, _SEQUENCES) and isinstance(right, int):
+                _repeat(len(left) * right)
+            elif isinstance(right, _SEQUENCES) and isinstance(left, int):
+                _repeat(len(right) * left)
+            elif isinstance(left, int) and isinstance(right, int):
+                _check_int_bits(left.bit_length() + right.bit_length())
+            return left * right
+        if operator == "**":
+            if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+                raise TemplateTooCostly(f"exponent {right} is larger than {MAX_EXPONENT}")
+            if isinstance(left, int) and isinstance(right, int) and right > 0:
+                _check_int_bits(left.bit_length() * right)
+            return left**right
+        if isinstance(left, str):
+            budget.will_make(budget.printf_size(left, right))
+        return budget.made(left % right)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # Jinja's own wrapper with a formatter that checks each field's width before padding to it.
+        if not isinstance(value, MethodType | BuiltinFunctionType) or value.__name__ not in (
+            "format",
+            "format_map",
+        ):
+            return None
+        receiver = value.__self__
+        if not isinstance(receiver, str):
+            return None
+        formatter: SandboxedFormatter
+        if isinstance(receiver, Markup):
+            formatter = _BoundedEscapeFormatter(self, escape=receiver.escape)
+        else:
+            formatter = _BoundedFormatter(self)
+        is_format_map = value.__name__ == "format_map"
+
+        def bounded_format(*args: Any, **kwargs: Any) -> str:
+            if is_format_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one positional argument")
+                return type(receiver)(formatter.vformat(receiver, (), args[0]))
+            return type(receiver)(formatter.vformat(receiver, args, kwargs))
+
+        return functools.update_wrapper(bounded_format, value)
+
+
+def bounded_range(*args: int) -> range:
+    """``range`` of at most :data:`MAX_RANGE` items."""
+    values = range(*args)
+    if len(values) > MAX_RANGE:
+        raise TemplateTooCostly(f"range of {len(values):,} items is larger than {MAX_RANGE:,}")
+    return values
+
+
+class _Metering(NodeTransformer):
+    """Rewrites a parsed template so that repeated work pays as it repeats."""
+
+    def visit_For(self, node: nodes.For) -> nodes.For:
+        self.generic_visit(node)
+        # Items a loop's filter (`for x in xs if ...`) skips still cost the filter.
+        per_item = 1 + (_weight([node.test]) if node.test is not None else 0)
+        node.iter = _internal(_ITEMS, node.iter, nodes.Const(per_item))  # type: ignore[arg-type]
+        node.body.insert(0, _spending(node.body))
+        return node
+
+    def visit_Macro(self, node: nodes.Macro) -> nodes.Macro:
+        self.generic_visit(node)
+        node.body.insert(0, _spending(node.body))
+        return node
+
+    def visit_CallBlock(self, node: nodes.CallBlock) -> nodes.CallBlock:
+        self.generic_visit(node)
+        node.body.insert(0, _spending(node.body))
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Filter:
+        self.generic_visit(node)
+        return _internal(_CONCAT, nodes.Tuple(node.nodes, "load", lineno=node.lineno))
+
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Expr:
+        self.generic_visit(node)
+        # A slice copies: checked and paid for like any value made.
+        return _internal(_MADE, node) if isinstance(node.arg, nodes.Slice) else node
+
+    def visit_Compare(self, node: nodes.Compare) -> nodes.Compare:
+        self.generic_visit(node)
+        node.expr = _scanning(node.expr)
+        for operand in node.ops:
+            operand.expr = _scanning(operand.expr)
+        return node
+
+
+def _internal(name: str, value: nodes.Expr, *args: nodes.Expr) -> nodes.Filter:
+    return nodes.Filter(value, name, list(args), [], None, None, lineno=value.lineno)
+
+
+def _spending(body: list[nodes.Node]) -> nodes.ExprStmt:
+    lineno = body[0].lineno if body else 1
+    return nodes.ExprStmt(_internal(_SPEND, nodes.Const(_weight(body), lineno=lineno)), lineno=lineno)
+
+
+def _scanning(expr: nodes.Expr) -> nodes.Expr:
+    return expr if isinstance(expr, nodes.Literal) else _internal(_SCAN, expr)
+
+
+def _weight(body: Iterable[nodes.Node]) -> int:
+    """Nodes in ``body``: what running it once costs, as loop iterations and calls are counted."""
+    return sum(1 + sum(1 for _ in node.find_all(nodes.Node)) for node in body)
+
+
+def _finalize(value: Any) -> str:
+    # Every `{{ }}` output passes here: the common small case is only a length check.
+    text = value if type(value) is str else str(value)
+    if len(text) > budget.SMALL:
+        budget.will_make(len(text))
+    return text
+
+
+def _concat(parts: tuple[Any, ...]) -> str:
+    return "".join(budget.joined("", parts))
+
+
+def _repeat(size: int) -> None:
+    # Refused even in an unlimited render: `*` was bounded before anything else was.
+    if size > MAX_SEQUENCE:
+        raise TemplateTooCostly(f"result of * would hold {size:,} items, more than {MAX_SEQUENCE:,}")
+    budget.will_make(size)
+
+
+def _check_int_bits(bits: int) -> None:
+    if bits > MAX_INT_BITS and budget.limited():
+        raise TemplateTooCostly(f"a number of about {bits:,} bits, more than {MAX_INT_BITS:,}")
+
+
+def _str_method_size(text: str, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int | None:
+    """Length of what a ``str`` method that can outgrow its input would make, or None for the others."""
+    if name in {"ljust", "rjust", "center", "zfill"} and args and isinstance(args[0], int):
+        return max(len(text), args[0])
+    if name == "expandtabs":
+        tabsize = args[0] if args else kwargs.get("tabsize", 8)
+        return len(text) + text.count("\t") * max(tabsize, 0) if isinstance(tabsize, int) else None
+    if name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+        count = args[2] if len(args) > 2 and isinstance(args[2], int) else -1
+        return budget.replaced_size(text, args[0], args[1], count)
+    if name == "translate" and args and isinstance(args[0], Mapping):
+        longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
+        return len(text) * max(longest, 1)
+    return None
+
+
+class _BoundedFormatter(SandboxedFormatter):
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        budget.will_make(budget.format_spec_size(format_spec))
+        return budget.made(super().format_field(value, format_spec))
+
+
+class _BoundedEscapeFormatter(_BoundedFormatter, EscapeFormatter):
+    pass
+
+
+# -- filters and tests ---------------------------------------------------------------------------------------
+
+_CONSTANT_TIME = frozenset(
+    {"abs", "attr", "count", "d", "default", "first", "float", "int", "items", "last", "length", "round",
+     "safe"}
+)  # fmt: skip
+"""Filters that do not go through their value (``items`` hands back a generator, paid for as it is used)."""
+
+
+def _center(value: Any, width: Any = 80) -> None:
+    if isinstance(width, int):
+        budget.will_make(max(len(str(value)), width))
+
+
+def _indent(value: Any, width: Any = 4, first: bool = False, blank: bool = False) -> None:
+    text = str(value)
+    prefix = width if isinstance(width, int) else len(str(width))
+    budget.will_make(len(text) + (text.count("\n") + 1) * max(prefix, 0))
+
+
+def _wordwrap(
+    value: Any, width: Any = 79, break_long_words: bool = True, wrapstring: Any = None, *_: Any
+) -> None:
+    text = str(value)
+    # A line ends at a space, newline or hyphen, or every `width` characters of a long word.
+    breaks = sum(text.count(c) for c in " \t\n-") + len(text) // max(
+        width if isinstance(width, int) else 1, 1
+    )
+    budget.will_make(len(text) + (breaks + 1) * len("\n" if wrapstring is None else str(wrapstring)))
+
+
+def _format(value: Any, *args: Any, **kwargs: Any) -> None:
+    budget.will_make(budget.printf_size(str(value), kwargs or args))
+
+
+def _replace(value: Any, old: Any, new: Any, count: Any = None) -> None:
+    budget.will_make(budget.replaced_size(str(value), str(old), str(new), -1 if count is None else count))
+
+
+def _batch(value: Any, linecount: Any, fill_with: Any = None) -> None:
+    if fill_with is not None and isinstance(linecount, int):
+        budget.will_make(linecount)
+
+
+def _slice(value: Any, slices: Any, fill_with: Any = None) -> None:
+    if isinstance(slices, int):
+        budget.spend(work=slices)
+
+
+_CHARACTERS_PER_STEP = {"urlize": 1, "wordwrap": 4, "title": 8, "urlencode": 16, "wordcount": 16}
+"""Filters that go through text in Python rather than C, and how many characters cost a step of work."""
+
+_CHECKS: dict[str, Callable[..., None]] = {
+    "batch": _batch,
+    "center": _center,
+    "format": _format,
+    "indent": _indent,
+    "replace": _replace,
+    "slice": _slice,
+    "wordwrap": _wordwrap,
+}
+"""Filters whose result can outgrow their input, with how they check its size before making it."""
+
+
+@pass_eval_context
+def _join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+    if attribute is not None:
+        value = map(make_attrgetter(eval_ctx.environment, attribute), value)
+    return FILTERS["join"](eval_ctx, budget.joined(str(d), value), d)  # type: ignore[no-any-return]
+
+
+@pass_environment
+def _sum(environment: Environment, iterable: Any, attribute: Any = None, start: Any = 0) -> Any:
+    if not isinstance(start, list | tuple):
+        return FILTERS["sum"](environment, iterable, attribute, start)
+    if attribute is not None:
+        iterable = map(make_attrgetter(environment, attribute), iterable)
+    # Adding lists copies the total so far each time: added one by one, each copy is checked and paid for.
+    total = start
+    for item in iterable:
+        if isinstance(item, _SEQUENCES):
+            budget.will_make(len(total) + len(item))
+        total = total + item
+    return total
+
+
+_REPLACED: dict[str, Callable[..., Any]] = {"join": _join, "sum": _sum}
+
+
+def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    at = 0 if _PassArg.from_obj(func) is None else 1  # where the filtered value is, after any context
+    check = _CHECKS.get(name)
+    constant_time = name in _CONSTANT_TIME
+    characters_per_step = _CHARACTERS_PER_STEP.get(name)
+
+    @functools.wraps(func)  # keeps Jinja's pass_context / pass_eval_context marks
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        value = args[at]
+        budget.spend()
+        if not constant_time:
+            budget.processed(value)
+        if characters_per_step is not None:
+            budget.spend(work=len(str(value)) // characters_per_step)
+        if check is not None:
+            check(*args[at:], **kwargs)
+        result = func(*args, **kwargs)
+        if type(result) is GeneratorType:
+            # A generator over a generator (`range(n) | map(...)`) pays as its items are taken; over a
+            # list, its items were paid for above.
+            return result if budget.is_sized(value) else budget.counted(result, 1)
+        return budget.made(result)
+
+    return bounded
+
+
+def _bounded_test(test: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(test)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        budget.spend()
+        for value in args[1:]:
+            budget.scanned(value)
+        return test(*args, **kwargs)
+
+    return bounded
