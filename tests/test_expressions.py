@@ -409,3 +409,18 @@ def test_an_unlimited_render_works_as_before_the_bounds() -> None:
     assert render(source, CONTEXT, limited=False) == 2_000_000
     with pytest.raises(ExpressionError, match="more than"):
         render("{{ 'a' * 100000000 }}", CONTEXT, limited=False)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ 1e308 * 10 }}",
+        "{{ (1e308 * 10) - (1e308 * 10) }}",
+        "{{ 'nan' | float }}",
+        "{{ [1, 'inf' | float] }}",
+    ],
+)
+def test_a_number_json_cannot_hold_fails_the_render(template: str) -> None:
+    with pytest.raises(ExpressionError, match="JSON cannot hold"):
+        render(template, {})
+    assert render(template, {}, limited=False) is not None  # as before, for histories recorded then

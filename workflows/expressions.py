@@ -9,6 +9,7 @@ or merely heavy template fails its step promptly instead of stalling the workflo
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
@@ -18,7 +19,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import TemplateError
 
 from workflows import template_checks
-from workflows.template_budget import MAX_SOURCE, Budget, TemplateTooCostly, Unbudgeted
+from workflows.template_budget import MAX_SOURCE, Budget, TemplateTooCostly, Unbudgeted, limited
 from workflows.template_sandbox import BoundedEnvironment
 
 ROOTS = frozenset(
@@ -176,6 +177,9 @@ def _plain(source: str, value: Any) -> Any:
     """Turn a Jinja result into JSON data, refusing anything that is not."""
     if isinstance(value, Undefined):
         raise ExpressionError(source, f"undefined value: {value._undefined_message}")
+    if isinstance(value, float) and not math.isfinite(value) and limited():
+        # Nothing downstream can hold it: JSON has no NaN or Infinity, and the API would show null.
+        raise ExpressionError(source, f"the result is {value}, a number JSON cannot hold")
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, SecretRef):
