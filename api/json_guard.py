@@ -32,7 +32,15 @@ class JsonGuard:
         if scope["type"] != "http" or scope["method"] in _BODYLESS:
             await self._app(scope, receive, send)
             return
-        content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        content_types = [value for name, value in scope["headers"] if name == b"content-type"]
+        if len(content_types) > 1:
+            # Readers disagree on which one counts (the first, the last): one body, one type.
+            answer = error_response(
+                400, "AMBIGUOUS_CONTENT_TYPE", "the request has more than one Content-Type header"
+            )
+            await answer(scope, receive, send)
+            return
+        content_type = content_types[0].decode("latin-1") if content_types else ""
         if not is_json(content_type):
             await self._app(scope, receive, send)
             return

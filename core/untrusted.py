@@ -33,6 +33,8 @@ MAX_DEPTH = 64
 """Deepest nesting of arrays and objects accepted anywhere (a definition nests steps ~3 levels a block)."""
 MAX_NODES = 200_000
 """Most values a YAML document may stand for, aliases counted at their expanded size."""
+MAX_CHARS = 4_000_000
+"""Most characters of scalar text a YAML document may stand for, aliases counted at their expanded size."""
 PARSE_BUDGET_S = 5.0
 """Longest a parse may take off the event loop before the request is refused."""
 INLINE_BYTES = 64 * 1024
@@ -111,34 +113,40 @@ def _jsonable(value: object) -> str:
 
 
 def _measure_yaml(raw: bytes | str) -> None:
-    """Refuse a document too deep or standing for too many values, from its events alone.
+    """Refuse a document too deep or standing for too much, from its events alone.
 
-    Every value counts one, an alias counts the size of what its anchor named: that is what constructing
-    the document would build, and what anything walking the result would visit.
+    Every value counts one node and its text's length in characters; an alias counts all that its anchor
+    named: that is what constructing the document (and writing it as JSON) would build, and what anything
+    walking the result would visit. Characters matter as much as nodes: a thousand aliases of one long
+    string are a few bytes to send and gigabytes to write out.
     """
-    open_nodes: list[tuple[int, str | None]] = []  # (total when the collection opened, its anchor)
-    sizes: dict[str, int] = {}
-    total = 0
+    open_nodes: list[tuple[int, int, str | None]] = []  # (nodes, characters when it opened, its anchor)
+    sizes: dict[str, tuple[int, int]] = {}
+    nodes = chars = 0
     for event in yaml.parse(raw, Loader=_Loader):
         if isinstance(event, yaml.CollectionStartEvent):
-            open_nodes.append((total, event.anchor))
-            total += 1
+            open_nodes.append((nodes, chars, event.anchor))
+            nodes += 1
             if len(open_nodes) > MAX_DEPTH:
                 raise _too_deep("the document", "$")
         elif isinstance(event, yaml.CollectionEndEvent):
-            opened, anchor = open_nodes.pop()
+            opened, opened_chars, anchor = open_nodes.pop()
             if anchor is not None:
-                sizes[anchor] = total - opened
+                sizes[anchor] = (nodes - opened, chars - opened_chars)
         elif isinstance(event, yaml.ScalarEvent):
-            total += 1
+            nodes += 1
+            chars += len(event.value)
             if event.anchor is not None:
-                sizes[event.anchor] = 1
+                sizes[event.anchor] = (1, len(event.value))
         elif isinstance(event, yaml.AliasEvent):
-            total += sizes.get(event.anchor or "", 1)
-        if total > MAX_NODES:
+            more_nodes, more_chars = sizes.get(event.anchor or "", (1, 0))
+            nodes += more_nodes
+            chars += more_chars
+        if nodes > MAX_NODES or chars > MAX_CHARS:
             raise InputRefused(
                 "INPUT_TOO_LARGE",
-                f"the document stands for more than {MAX_NODES} values (an alias counts at full size)",
+                f"the document stands for more than {MAX_NODES:,} values or {MAX_CHARS:,} characters "
+                "(an alias counts at full size)",
             )
 
 

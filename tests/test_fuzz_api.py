@@ -165,8 +165,9 @@ HOSTILE_JSON = st.sampled_from(
 )
 
 
-def alias_bomb(levels: int, fan: int) -> str:
-    lines = [f"l0: &l0 [{', '.join(['lol'] * fan)}]"]
+def alias_bomb(levels: int, fan: int, width: int) -> str:
+    """``fan`` aliases per level over ``levels`` levels, of a leaf ``width`` characters long."""
+    lines = [f"l0: &l0 [{', '.join(['l' * width] * fan)}]"]
     lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * fan)}]" for i in range(1, levels + 1)]
     return "\n".join(["name: bomb", "steps: []", *lines]) + "\n"
 
@@ -217,7 +218,7 @@ def test_operation_survives_hostile_bodies(
         case=operation.as_strategy(),
         token=HOSTILE_JSON,
         where=st.integers(0, 20),
-        bomb=st.tuples(st.integers(3, 12), st.integers(2, 12)),
+        bomb=st.tuples(st.integers(1, 12), st.integers(2, 12), st.sampled_from([3, 1_000, 60_000])),
     )
     def run(case: Any, token: str, where: int, bomb: tuple[int, int]) -> None:
         for key in case.path_parameters.keys() & known.keys() if case.path_parameters else ():

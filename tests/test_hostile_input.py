@@ -278,3 +278,30 @@ async def test_values_an_older_history_holds_are_readable(
         assert (await api.get(f"/api/v1/executions/{execution_id}{suffix}")).status_code == 200
     listed = await api.get("/api/v1/executions", params={"definition": "price"})
     assert listed.status_code == 200, listed.text
+
+
+def test_an_alias_of_a_long_string_counts_its_characters() -> None:
+    """Few nodes, gigabytes of text: 1,000 aliases of a list of 100 aliases of one 100 KB string."""
+    text = "\n".join(
+        [
+            "name: bomb",
+            "s: &s " + "x" * 100_000,
+            "l: &l [" + ", ".join(["*s"] * 100) + "]",
+            "b: [" + ", ".join(["*l"] * 1000) + "]",
+        ]
+    )
+    with pytest.raises(InputRefused) as refusal:
+        parse_yaml(text)
+    assert refusal.value.error_code == "INPUT_TOO_LARGE"
+    assert "characters" in refusal.value.message
+
+
+async def test_two_content_types_are_refused(api: httpx.AsyncClient) -> None:
+    """Starlette reads the first Content-Type, a dict of the headers the last: neither may slip a body by."""
+    for types in (("application/json", "text/plain"), ("text/plain", "application/json")):
+        answer = await api.post(
+            "/api/v1/entities/task",
+            content=b'{"title": ' + SURROGATE + b', "task_type": "general"}',
+            headers=[("content-type", types[0]), ("content-type", types[1])],
+        )
+        refused(answer, "AMBIGUOUS_CONTENT_TYPE")
