@@ -38,7 +38,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 """``(host, port) -> addresses``: the system resolver in production, a table in tests."""
 
-OUTBOUND_BLOCKED: Final = "OutboundBlocked"
+OUTBOUND_BLOCKED: Final = errors.OUTBOUND_BLOCKED
 """``ApplicationError.type`` of a refused request; non-retryable, as the address will not change class."""
 
 _CLASSES: Final[list[tuple[str, list[IPNetwork]]]] = [

@@ -20,6 +20,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from core import names
 from core.settings import Settings
 from core.ssrf import (
     OUTBOUND_BLOCKED,
@@ -34,7 +35,10 @@ from core.ssrf import (
 )
 from tests.support.connectors import add_connector, migrated_store
 from tests.support.outcome import completes, fails
+from tests.support.run import start
 from tests.support.target import Target, serve
+from tests.support.waiting import eventually
+from workflows.messages import ExecutionSnapshot, Transition
 
 PUBLIC = "93.184.215.14"
 """A public address (example.org's, at one time) for names the stub resolver answers."""
@@ -348,3 +352,23 @@ async def test_tls_to_a_pinned_address_verifies_the_name(
             else:
                 with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|hostname"):
                     await http.get(f"https://partner.example:{port}/echo")
+
+
+async def test_a_refused_address_parks_at_once_instead_of_retrying(client: Client, worker: Worker) -> None:
+    """No retry can pass the guard: the failure policy's retries are not spent on it (README, Security)."""
+    definition = {
+        **one_step({"id": "call", "type": "http_request", "with": {"url": "http://10.1/"}}),
+        "failure": {"retries": ["1s", "1s"], "suspend": True},
+    }
+    handle = await start(client, worker.task_queue, definition)
+
+    async def parked() -> list[str] | None:
+        snapshot = await handle.query(names.QUERY_DESCRIBE, result_type=ExecutionSnapshot)
+        if snapshot.state != "SUSPENDED":
+            return None
+        moves = await handle.query(names.QUERY_HISTORY, result_type=list[Transition])
+        return [move.to_state for move in moves]
+
+    states = await eventually(parked, "the execution parks")
+    assert "RETRYING" not in states, states
+    await handle.cancel()

@@ -48,6 +48,8 @@ CODE_TIMEOUT: Final = "CodeTimeout"
 CODE_MEMORY_EXCEEDED: Final = "CodeMemoryExceeded"
 CODE_OUTPUT_TOO_LARGE: Final = "CodeOutputTooLarge"
 """``custom_code`` printed or returned more than ``max_output_bytes`` and was killed."""
+OUTBOUND_BLOCKED: Final = "OutboundBlocked"
+"""The outbound guard (``core/ssrf.py``) refused the address a step asked for: its class will not change."""
 CODE_SANDBOX_UNAVAILABLE: Final = "CodeSandboxUnavailable"
 """``custom_code`` cannot run: the worker has no working sandbox and unsandboxed code is not allowed."""
 AI_UNSUPPORTED: Final = "AiUnsupported"
@@ -84,6 +86,11 @@ NON_RETRYABLE: Final = frozenset(
 """Data and validation errors: the definition or the data is wrong, so no retry can fix them. An execution
 that fails with one is parked (SUSPENDED) for a person at once; any other error is a system error, retried
 by the activity's policy and then by the definition's workflow-level ``failure.retries``."""
+
+
+PARKED_AT_ONCE: Final = frozenset({OUTBOUND_BLOCKED, CODE_SANDBOX_UNAVAILABLE})
+"""System errors that no retry fixes either (an address the guard refuses, a worker without a sandbox):
+not retried by the failure policy, the execution parks for a person to fix the definition or the worker."""
 
 
 def is_data_error(code: str) -> bool:

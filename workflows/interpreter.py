@@ -98,6 +98,9 @@ PATCH_CANCELLED_WAIT = "cancelled-wait-is-not-resolved"
 """Histories from before it moved an execution cancelled in a ``wait`` step to PROCESSING ("<event>
 resolved") on its way to CANCELLED."""
 
+PATCH_BLOCKED_PARKS = "blocked-parks"
+"""Histories from before it retried a step the outbound guard refused, or custom code on a worker without a
+sandbox, by the failure policy like any system error; no retry could pass, so it parks at once."""
 PATCH_WAIT_TIMEOUT_PARKS = "wait-timeout-parks"
 """Histories from before it retried a timed-out ``wait`` (``on_timeout: fail``) like a system error, whose
 retries only waited again, instead of parking the execution for an operator at once."""
@@ -493,6 +496,8 @@ class DefinitionWorkflow:
         """Whether the failure policy's ``retries`` apply: system errors, which may pass. Not data errors, and
         not a ``wait`` that timed out: running it again would only wait again."""
         if errors.is_data_error(error.code):
+            return False
+        if error.code in errors.PARKED_AT_ONCE and workflow.patched(PATCH_BLOCKED_PARKS):
             return False
         return not (error.code == errors.WAIT_TIMEOUT and workflow.patched(PATCH_WAIT_TIMEOUT_PARKS))
 
