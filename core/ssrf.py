@@ -219,6 +219,12 @@ def refuse_non_web(url: str | httpx.URL) -> None:
         )
     if not parts.hostname:
         raise ApplicationError("the URL has no host", type=errors.CONFIG_INVALID, non_retryable=True)
+    try:
+        parts.port  # noqa: B018 - reading it is the check: urlsplit parses the port lazily
+    except ValueError as exc:
+        raise ApplicationError(
+            f"the URL's port: {exc}", type=errors.CONFIG_INVALID, non_retryable=True
+        ) from None
 
 
 def refuse_literal(url: str) -> None:

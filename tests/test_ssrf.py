@@ -31,6 +31,7 @@ from core.ssrf import (
     Resolver,
     address_class,
     ip_literal,
+    refuse_non_web,
     system_resolver,
 )
 from tests.support.connectors import add_connector, migrated_store
@@ -372,3 +373,11 @@ async def test_a_refused_address_parks_at_once_instead_of_retrying(client: Clien
     states = await eventually(parked, "the execution parks")
     assert "RETRYING" not in states, states
     await handle.cancel()
+
+
+@pytest.mark.parametrize("url", ["http://a:99999/", "http://a:x/", "http:///p"])
+def test_a_url_without_a_usable_host_or_port_is_a_config_error(url: str) -> None:
+    """Not a ValueError the activity would retry: the definition must change."""
+    with pytest.raises(ApplicationError) as refused:
+        refuse_non_web(url)
+    assert refused.value.type == "ConfigInvalid" and refused.value.non_retryable
