@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from activities._masking import SecretMasker
 from api.app import create_app
 from core import connectors, devstack, triggers
 from core.db import alembic_config, create_engine, migrate, session_factory
@@ -584,6 +585,33 @@ def test_every_form_of_a_connector_credential_is_masked() -> None:
     found = set(connectors.credentials(http))
     assert {"a%2Bb-key", "a+b-key", BASIC_PASSWORD, BASIC_PAIR, "sess-123456"} <= found
     assert "application/json" not in found and BASIC_USER not in found and "1" not in found
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("postgresql://app:ab@db/shop failed", f"postgresql://app:{MASK}@db/shop failed"),
+        ("https://:ab@host/x", f"https://:{MASK}@host/x"),
+        ("password=ab host=db", f"password={MASK} host=db"),
+        ('{"api_token": "ab", "user": "ab"}', f'{{"api_token": "{MASK}", "user": "ab"}}'),
+        ("Authorization: Bearer ab", f"Authorization: Bearer {MASK}"),
+        ("PGPASSWORD='ab';", f"PGPASSWORD='{MASK}';"),
+        # Not as the credential, or not the whole value: left as it is.
+        ("table abc, ab tab", "table abc, ab tab"),
+        ("password=abc token=xab", "password=abc token=xab"),
+        ("https://app@ab.example/", "https://app@ab.example/"),
+        # The long secret beside it, everywhere.
+        ("long-secret in any text", f"{MASK} in any text"),
+    ],
+)
+def test_a_short_secret_is_masked_where_it_stands_as_a_credential(text: str, masked: str) -> None:
+    masker = SecretMasker(["ab"]).with_values(["long-secret"])
+    assert masker.text(text) == masked
+    assert masker.data({"password": "ab", "name": "ab", "rows": [text]}) == {
+        "password": MASK,
+        "name": "ab",
+        "rows": [masked],
+    }
 
 
 def test_a_stack_starting_while_another_makes_the_key_gets_that_key(
