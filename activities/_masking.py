@@ -12,6 +12,7 @@ log records.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -25,40 +26,68 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from core.connectors import CREDENTIAL_NAME
 from workflows.messages import StepOutcome
 
 MASK = "***"
 _SHORTEST = 4
-"""Values shorter than this are not masked: they would mangle ordinary text and protect little."""
+"""Secrets shorter than this are masked only where they stand as a credential: masked wherever they occur,
+they would mangle ordinary text ("pw" is in "upward", "1" in every number)."""
+_CREDENTIAL_BEFORE = (
+    r"(?P<lead>://[^\s/?#@:]*:"  # a URL's user: scheme://user:<secret>@host
+    # password=<secret>, "token": "<secret>", Authorization: Bearer <secret>
+    r"|(?i:[\w.-]*(?:" + CREDENTIAL_NAME.pattern + r")[\w.-]*[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic)\s+)?))"
+)
+_CREDENTIAL_AFTER = r"(?=[\s\"'&,;)}\]@]|$)"
+"""A short secret is masked only as the whole value: ``password=pw`` but not ``password=pwned``."""
 
 
 class SecretMasker:
-    """Replaces known secret values inside strings, lists and dicts."""
+    """Replaces known secret values inside strings, lists and dicts: a secret of at least four characters
+    wherever it occurs, a shorter one where it stands as a credential (a URL's password, the value after a
+    name such as ``password=``, ``"token": ``, or of a dict key such as ``password``)."""
 
     def __init__(self, values: Iterable[str]) -> None:
+        self._given = frozenset(v for v in values if v)
         # Longest first, so a secret that contains another is masked whole.
-        self._values = sorted({v for v in values if len(v) >= _SHORTEST}, key=len, reverse=True)
+        self._values = sorted((v for v in self._given if len(v) >= _SHORTEST), key=len, reverse=True)
+        self._short = frozenset(v for v in self._given if len(v) < _SHORTEST)
+        alternatives = "|".join(re.escape(v) for v in sorted(self._short, key=len, reverse=True))
+        self._short_credential = (
+            re.compile(f"{_CREDENTIAL_BEFORE}(?:{alternatives}){_CREDENTIAL_AFTER}") if self._short else None
+        )
 
     def with_values(self, values: Iterable[str]) -> SecretMasker:
         """A masker of these secrets and ``values`` too."""
-        return SecretMasker([*self._values, *values])
+        return SecretMasker([*self._given, *values])
 
     def text(self, value: str) -> str:
         for secret in self._values:
             if secret in value:
                 value = value.replace(secret, MASK)
+        if self._short_credential is not None:
+            value = self._short_credential.sub(lambda found: found["lead"] + MASK, value)
         return value
 
     def data(self, value: Any) -> Any:
-        if not self._values:
+        if not self._given:
             return value
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, list):
             return [self.data(v) for v in value]
         if isinstance(value, dict):
-            return {self.data(k) if isinstance(k, str) else k: self.data(v) for k, v in value.items()}
+            return {
+                self.data(k) if isinstance(k, str) else k: MASK if self._credential_of(k, v) else self.data(v)
+                for k, v in value.items()
+            }
         return value
+
+    def _credential_of(self, key: Any, value: Any) -> bool:
+        """A short secret as the value of a key that names a credential (a longer one is masked anyway)."""
+        if not (isinstance(value, str) and isinstance(key, str)):
+            return False
+        return value in self._short and CREDENTIAL_NAME.search(key) is not None
 
 
 class _RunSecrets:

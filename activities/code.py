@@ -9,8 +9,8 @@ in a temporary directory, in its own session, as the worker's user.
 
 Either way the interpreter is ``python -I -S`` (no environment variables, no user or site packages, no
 current directory on ``sys.path``) with limits: wall-clock time (the worker kills the sandbox, or the group),
-CPU seconds, address space, file size and process count (``setrlimit`` in the child before the user's code
-is read), and the bytes it may print or return (the worker stops reading and kills).
+CPU seconds, address space, file size, open files and process count (``setrlimit`` in the child before the
+user's code is read), and the bytes it may print or return (the worker stops reading and kills).
 
 Protocol: stdin carries the code and its input as one JSON document; the child's stdout and stderr
 (``print``, warnings) are the log channel, returned as ``StepOutcome.logs``; the result travels on a
@@ -48,6 +48,10 @@ LOG_LINES = 50
 LOG_LINE_CHARS = 500
 FILE_SIZE_LIMIT = 16 * 1024 * 1024
 """Largest file the code may write in its temporary directory."""
+OPEN_FILES_LIMIT = 64
+"""Files and sockets the code may hold open at once (the forwarder's included): each connection to the
+egress proxy holds one of the worker's files too, and the proxy's own limit turns away only what it can
+accept first."""
 _CHUNK = 64 * 1024
 _REAP_S = 5.0
 _TRACEBACK_CHARS = 8_000
@@ -60,8 +64,8 @@ _TRACEBACK_CHARS = 8_000
 # reach it through HTTP_PROXY; the code can break it, but only to its own loss, as the proxy decides.
 _RUNNER = r"""
 import json, linecache, os, resource, sys, traceback
-memory, cpu, fsize = map(int, sys.argv[1:4])
-egress = sys.argv[4]
+memory, cpu, fsize, files = map(int, sys.argv[1:5])
+egress = sys.argv[5]
 os.environ.clear()
 
 def forward(path):
@@ -100,7 +104,10 @@ if egress:
     proxy = forward(egress)
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         os.environ[name] = proxy
-for limit, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_FSIZE, fsize), (resource.RLIMIT_CORE, 0)):
+for limit, value in (
+    (resource.RLIMIT_AS, memory), (resource.RLIMIT_FSIZE, fsize), (resource.RLIMIT_NOFILE, files),
+    (resource.RLIMIT_CORE, 0),
+):
     resource.setrlimit(limit, (value, value))
 resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
 try:
@@ -253,7 +260,12 @@ class CodeActivities:
             raise ApplicationError(
                 f"the input is not JSON: {exc}", type=errors.CONFIG_INVALID, non_retryable=True
             ) from None
-        limits = [str(config.memory_mb * 1024 * 1024), str(math.ceil(seconds) + 1), str(FILE_SIZE_LIMIT)]
+        limits = [
+            str(config.memory_mb * 1024 * 1024),
+            str(math.ceil(seconds) + 1),
+            str(FILE_SIZE_LIMIT),
+            str(OPEN_FILES_LIMIT),
+        ]
         proxy = EgressProxy(config.allow_hosts, self._guard)
         with tempfile.TemporaryDirectory(prefix="conveyor-code-", ignore_cleanup_errors=True) as scratch:
             async with contextlib.AsyncExitStack() as stack:

@@ -28,9 +28,14 @@ from core.ssrf import OutboundGuard
 from workflows.steps import host_and_port
 
 MAX_CONNECTIONS: Final = 32
-"""Open connections per run; more are answered 503, so hostile code cannot exhaust the worker's files."""
+"""Open connections per run; more are answered 503 as they are accepted, before anything is read from them,
+so hostile code cannot exhaust the worker's files (the sandbox's own limit of open files bounds how fast
+it can try)."""
 MAX_HEAD_BYTES: Final = 16 * 1024
 HEAD_TIMEOUT_S: Final = 10.0
+"""How long a connection may take to send its request head; one that sends none gives its place back."""
+REFUSALS_KEPT: Final = 20
+"""Refusal reasons kept for the step's log; the rest are counted, so a flood of refusals stays one line."""
 CONNECT_TIMEOUT_S: Final = 10.0
 _DEFAULT_PORTS: Final = (80, 443)
 _CHUNK: Final = 64 * 1024
@@ -63,8 +68,15 @@ class EgressProxy:
         self._allowed = {host_and_port(entry) for entry in allow_hosts}
         self._guard = guard
         self._connections: set[asyncio.Task[None]] = set()
-        self.refusals: list[str] = []
-        """Why requests were refused, in order, for the step's log."""
+        self._refusals: list[str] = []
+        self._refusals_unkept = 0
+
+    @property
+    def refusals(self) -> list[str]:
+        """Why requests were refused, in order, for the step's log: the first :data:`REFUSALS_KEPT`, then
+        how many more."""
+        more = [f"… and {self._refusals_unkept} more"] if self._refusals_unkept else []
+        return [*self._refusals, *more]
 
     @asynccontextmanager
     async def serving(self, path: Path) -> AsyncIterator[None]:
@@ -82,6 +94,11 @@ class EgressProxy:
             await server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= MAX_CONNECTIONS:
+            # Before reading a head: a connection that sends none would hold a file until its deadline.
+            self._refuse(writer, _Refused(503, f"more than {MAX_CONNECTIONS} connections at once"))
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -102,14 +119,11 @@ class EgressProxy:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
             return
         try:
-            if len(self._connections) > MAX_CONNECTIONS:
-                raise _Refused(503, f"more than {MAX_CONNECTIONS} connections at once")
             destination = _destination(head)
             address = await self._admit(destination)
             upstream_reader, upstream_writer = await _connect(address, destination)
         except _Refused as refused:
-            self.refusals.append(refused.reason)
-            await _answer(writer, refused.status, refused.reason)
+            self._refuse(writer, refused)
             return
         try:
             if destination.forwarded is None:
@@ -119,6 +133,18 @@ class EgressProxy:
             await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
         finally:
             upstream_writer.close()
+
+    def _refuse(self, writer: asyncio.StreamWriter, refused: _Refused) -> None:
+        """Answer ``refused`` on ``writer`` (closing the connection flushes it) and note why."""
+        if len(self._refusals) < REFUSALS_KEPT:
+            self._refusals.append(refused.reason)
+        else:
+            self._refusals_unkept += 1
+        phrase = "".join(c if " " <= c <= "~" else "?" for c in refused.reason)[:_REASON_CHARS]
+        body = f"{phrase}\n".encode()
+        head = f"HTTP/1.1 {refused.status} {phrase}\r\nContent-Type: text/plain\r\n"
+        head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode() + body)
 
     async def _admit(self, destination: _Destination) -> str:
         """The address to connect to for ``destination``; raises :class:`_Refused` if it is not allowed."""
@@ -182,12 +208,3 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
-
-
-async def _answer(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
-    phrase = "".join(c if " " <= c <= "~" else "?" for c in reason)[:_REASON_CHARS]
-    body = f"{phrase}\n".encode()
-    head = f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-    with contextlib.suppress(OSError):
-        writer.write(f"{head}Connection: close\r\n\r\n".encode() + body)
-        await writer.drain()

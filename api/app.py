@@ -41,6 +41,7 @@ from core.logging import configure_logging
 from core.resealing import reseal
 from core.sealing import secret_sealer
 from core.settings import Settings, get_settings
+from core.stats import StuckGauge
 from core.telemetry import instrument_api, setup_tracing
 from core.temporal import connect
 from core.untrusted import InputRefused, parse_yaml
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Every stored secret must open with these keys before anything is served; older keys' move on.
             log.info("secrets at rest: %s", (await reseal(sessions, sealer)).summary())
             temporal = await connect(config, readable=True)
-            resources = Resources(config, engine, sessions, temporal, sealer)
+            resources = Resources(config, engine, sessions, temporal, sealer, StuckGauge(temporal))
             app.state.resources = resources
             await _bootstrap(resources)
             # The API reads the same secrets (and its bootstrap key): whatever it logs shows them masked.

@@ -14,6 +14,7 @@ from temporalio.client import Client
 
 from core.sealing import Sealer
 from core.settings import Settings
+from core.stats import StuckGauge
 
 
 @dataclass
@@ -26,6 +27,8 @@ class Resources:
     temporal: Client
     sealer: Sealer
     """Seals and opens the secrets the store keeps (connector configurations, webhook secrets)."""
+    stuck_gauge: StuckGauge
+    """The ``/metrics`` gauge of stuck executions, counted at most once per window."""
 
 
 def _resources(request: Request) -> Resources:
@@ -50,7 +53,12 @@ def get_sealer(request: Request) -> Sealer:
     return _resources(request).sealer
 
 
+def get_stuck_gauge(request: Request) -> StuckGauge:
+    return _resources(request).stuck_gauge
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 SealerDep = Annotated[Sealer, Depends(get_sealer)]
+StuckGaugeDep = Annotated[StuckGauge, Depends(get_stuck_gauge)]

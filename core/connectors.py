@@ -30,7 +30,10 @@ from workflows.steps import HttpAuth
 ConnectorType = Literal["sql", "http"]
 MASK = "***"
 SQL_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
-_SENSITIVE = re.compile(r"auth|token|key|secret|passw|cookie|session|signature|credential", re.IGNORECASE)
+CREDENTIAL_NAME = re.compile(
+    r"auth|token|key|secret|passw|pwd|cookie|session|signature|credential", re.IGNORECASE
+)
+"""A name (header, query parameter, field) whose value is a credential."""
 _AUTH_SECRETS = ("token", "password")
 
 
@@ -208,7 +211,7 @@ def masked_config(connector_type: str, config: dict[str, Any]) -> dict[str, Any]
             }
         headers = shown.get("headers")
         if isinstance(headers, dict):
-            shown["headers"] = {k: (MASK if _SENSITIVE.search(k) else v) for k, v in headers.items()}
+            shown["headers"] = {k: (MASK if CREDENTIAL_NAME.search(k) else v) for k, v in headers.items()}
     return shown
 
 
@@ -229,7 +232,7 @@ def mask_url(url: str) -> str:
     shown = f"{scheme}{authority}{parts.path}"
     if parts.query:
         pairs = parse_qsl(parts.query, keep_blank_values=True)
-        shown += "?" + urlencode([(k, MASK if _SENSITIVE.search(k) else v) for k, v in pairs], safe="*")
+        shown += "?" + urlencode([(k, MASK if CREDENTIAL_NAME.search(k) else v) for k, v in pairs], safe="*")
     return f"{shown}#{parts.fragment}" if parts.fragment else shown
 
 
@@ -243,7 +246,7 @@ def credentials(config: SqlConnectorConfig | HttpConnectorConfig) -> list[str]:
         found += [str(password)] if password else []
         return found
     found += _url_credentials(config.base_url)
-    found += [value for header, value in config.headers.items() if _SENSITIVE.search(header)]
+    found += [value for header, value in config.headers.items() if CREDENTIAL_NAME.search(header)]
     auth = config.auth
     if auth is not None:
         found += [value for value in (auth.token, auth.password) if value]
@@ -266,6 +269,6 @@ def _url_credentials(url: str) -> list[str]:
         found.append(userinfo.split(":", 1)[1])
     for pair in parts.query.split("&"):
         key, _, value = pair.partition("=")
-        if value and _SENSITIVE.search(unquote(key)):
+        if value and CREDENTIAL_NAME.search(unquote(key)):
             found.append(value)
     return [form for value in found for form in {value, unquote(value), unquote_plus(value)}]

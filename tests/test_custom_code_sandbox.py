@@ -23,7 +23,9 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.sandbox import find_sandbox
+from activities.code import OPEN_FILES_LIMIT
+from activities.egress import MAX_CONNECTIONS
+from activities.sandbox import EGRESS_SOCKET, find_sandbox
 from core.settings import Settings
 from tests.support.connectors import add_connector, migrated_store
 from tests.support.outcome import completes, fails
@@ -377,6 +379,46 @@ async def test_the_outbound_guard_still_applies_to_allowed_hosts(
     assert output["status"] == 403
     assert "loopback" in output["reason"]
     assert not reached(target, mark)
+
+
+HOARD = (
+    "import socket, time\n"
+    "def main(path):\n"
+    "    held, error = [], None\n"
+    "    try:\n"
+    "        for _ in range(2000):\n"
+    "            held.append(socket.socket(socket.AF_UNIX))\n"
+    "            held[-1].connect(path)\n"
+    "    except OSError as exc:\n"
+    "        error = exc.strerror\n"
+    "    time.sleep(1)\n"
+    "    return {'opened': len(held), 'error': error}\n"
+)
+
+
+async def test_idle_connections_to_the_proxy_cannot_exhaust_the_worker_files(
+    client: Client, worker: Worker
+) -> None:
+    """Code that opens connections to the proxy and sends nothing: its own limit of open files stops it
+    early, and the worker (this process) holds no more than the proxy's limit of them meanwhile."""
+    before = peak = len(os.listdir("/proc/self/fd"))
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, len(os.listdir("/proc/self/fd")))
+            await asyncio.sleep(0.02)
+
+    watcher = asyncio.create_task(watch())
+    step = code("hoard", HOARD, input=EGRESS_SOCKET, allow_hosts=["api.example.com"])
+    try:
+        result = await completes(client, worker.task_queue, definition(step))
+    finally:
+        watcher.cancel()
+    assert result.output["error"] == "Too many open files"
+    assert result.output["opened"] < OPEN_FILES_LIMIT
+    # The proxy's connections, and the run's own pipes, socket and scratch folder.
+    assert peak - before <= MAX_CONNECTIONS + 16, peak - before
 
 
 @pytest.mark.parametrize(

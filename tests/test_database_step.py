@@ -221,6 +221,45 @@ async def test_an_unreachable_database_is_retried(
     assert "Pa55word" not in failure.message
 
 
+SHORT_PASSWORD = "pw"
+"""Too short to mask wherever it occurs: it is in ordinary words ("upward")."""
+
+
+async def test_a_short_password_is_masked_where_it_stands_as_the_credential(
+    client: Client, worker: Worker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Wherever the connector's password stands as a credential — a URL's password, the value after
+    ``password=``, a column named password — it is masked in the step's error and result, however short;
+    elsewhere the text stays as it is. PostgreSQL (trust auth: any password logs in) quotes in its error the
+    value it could not read."""
+    url = f"postgresql+asyncpg://postgres:{SHORT_PASSWORD}@127.0.0.1:5432/test"
+    await add_connector(sessions, "pg", "sql", {"url": url})
+    dsn = f"postgresql://app:{SHORT_PASSWORD}@db.internal/shop"
+    failure = await fails(
+        client,
+        worker.task_queue,
+        definition(query("bad", {"connector": "pg", "sql": f"select '{dsn}'::int"}, retry=FAST_RETRY)),
+    )
+    assert failure.type == "SqlError"
+    assert 'integer: "postgresql://app:***@db.internal/shop"' in failure.message, failure.message
+
+    sql = (
+        f"select '{dsn}' as dsn, 'password={SHORT_PASSWORD}&user=app' as pair,"
+        f" '{SHORT_PASSWORD}' as password, 'upward {SHORT_PASSWORD}' as plain"
+    )
+    result = await completes(
+        client, worker.task_queue, definition(query("read", {"connector": "pg", "sql": sql}))
+    )
+    assert result.output["rows"] == [
+        {
+            "dsn": "postgresql://app:***@db.internal/shop",
+            "pair": "password=***&user=app",
+            "password": "***",
+            "plain": f"upward {SHORT_PASSWORD}",
+        }
+    ]
+
+
 def test_templated_sql_is_rejected_at_validation() -> None:
     document = definition(
         query(

@@ -4,14 +4,17 @@ real outbound guard and a real HTTP server on loopback behind it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from activities.egress import MAX_CONNECTIONS, MAX_HEAD_BYTES, EgressProxy
+from activities import egress
+from activities.egress import MAX_CONNECTIONS, MAX_HEAD_BYTES, REFUSALS_KEPT, EgressProxy
 from core.ssrf import OutboundGuard, OutboundPolicy
 from tests.support.target import Target, free_port
 
@@ -112,12 +115,60 @@ async def test_an_allowed_host_that_does_not_answer_is_a_502(tmp_path: Path) -> 
 
 
 async def test_connections_beyond_the_limit_are_turned_away(proxy: tuple[EgressProxy, Path]) -> None:
-    _, socket = proxy
+    """Turned away as accepted, unread: a request already sent on such a connection may make the close a
+    reset rather than the 503 (the reason is in the step's log either way)."""
+    made, socket = proxy
     idle = [await asyncio.open_unix_connection(str(socket)) for _ in range(MAX_CONNECTIONS)]
     try:
         await asyncio.sleep(0.2)  # let the proxy accept them all before the one too many
-        answer = await exchange(socket, b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
-        assert answer.startswith(b"HTTP/1.1 503 ")
+        answer: bytes | None = None
+        with contextlib.suppress(ConnectionResetError):
+            answer = await exchange(socket, b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        assert answer is None or answer.startswith(b"HTTP/1.1 503 "), answer
+        assert made.refusals == [f"more than {MAX_CONNECTIONS} connections at once"]
+    finally:
+        for _, writer in idle:
+            writer.close()
+
+
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_idle_connections_beyond_the_limit_are_turned_away_as_they_come(
+    proxy: tuple[EgressProxy, Path],
+) -> None:
+    """A connection that sends nothing counts too: the ones beyond the limit are answered 503 without
+    waiting for a head, so hostile code holds no more than the limit of the worker's files."""
+    made, socket = proxy
+    before = open_files()
+    idle = [await asyncio.open_unix_connection(str(socket)) for _ in range(MAX_CONNECTIONS)]
+    extra = [await asyncio.open_unix_connection(str(socket)) for _ in range(200)]
+    try:
+        async with asyncio.timeout(30):
+            answers = await asyncio.gather(*(reader.read() for reader, _ in extra))
+        assert {answer.split(b"\r\n", 1)[0] for answer in answers} == {
+            f"HTTP/1.1 503 more than {MAX_CONNECTIONS} connections at once".encode()
+        }
+        held_by_the_proxy = open_files() - before - len(idle) - len(extra)
+        assert held_by_the_proxy <= MAX_CONNECTIONS + 4, held_by_the_proxy
+        assert made.refusals[REFUSALS_KEPT:] == [f"… and {len(extra) - REFUSALS_KEPT} more"]
+    finally:
+        for _, writer in idle + extra:
+            writer.close()
+
+
+async def test_a_connection_that_sends_no_head_gives_its_place_back(
+    proxy: tuple[EgressProxy, Path], authority: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, socket = proxy
+    monkeypatch.setattr(egress, "HEAD_TIMEOUT_S", 0.5)
+    idle = [await asyncio.open_unix_connection(str(socket)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        async with asyncio.timeout(30):
+            assert [await reader.read() for reader, _ in idle] == [b""] * MAX_CONNECTIONS
+        request = f"GET http://{authority}/echo HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        assert (await exchange(socket, request.encode())).startswith(b"HTTP/1.1 200")
     finally:
         for _, writer in idle:
             writer.close()

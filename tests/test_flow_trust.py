@@ -111,6 +111,30 @@ async def test_a_wait_that_runs_out_answers_with_the_state_and_error_so_far(
         await api.post(f"/api/v1/executions/{body['execution_id']}/terminate")
 
 
+async def test_repeated_waiting_starts_leave_nothing_in_flight(api: httpx.AsyncClient) -> None:
+    """Temporal holds at most 10 in-flight updates per execution (the dev server's default): starts with
+    ``wait`` that run out on a long-running execution must not each leave one behind, or an operator's
+    update is refused once a dozen timed-out repeats of the same start went by."""
+    document = definition({"id": "approval", "type": "wait", "with": {"event": "approve"}})
+    await _create(api, document)
+    url = f"/api/v1/definitions/{document['name']}/executions"
+    body = {"id": "again", "wait": 1}
+    first = (await api.post(url, json=body)).json()
+    assert first["state"] == "WAITING", first
+    answers = await asyncio.gather(*(api.post(url, json=body) for _ in range(12)))
+    assert [a.status_code for a in answers] == [200] * 12, [a.text for a in answers]
+    assert {a.json()["state"] for a in answers} == {"WAITING"}
+    for _ in range(3):  # and one after the other, as a client retrying a timed-out start does
+        assert (await api.post(url, json=body)).json()["state"] == "WAITING"
+
+    decided = await api.post(
+        f"/api/v1/executions/{first['execution_id']}/updates/approve", json={"payload": 1}
+    )
+    assert decided.status_code == 200, decided.text
+    view = await _view_when(api, first["execution_id"], lambda view: view["closed_at"] is not None)
+    assert (view["state"], view["output"]) == ("COMPLETED", 1)
+
+
 # -- cancelling a waiting execution ---------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ Everything runs through the real API, worker, dev server and stores; the only st
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import json
 import logging
 import os
@@ -28,8 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from activities._masking import SecretMasker
 from api.app import create_app
-from core import connectors, triggers
+from core import connectors, devstack, triggers
 from core.db import alembic_config, create_engine, migrate, session_factory
 from core.devstack import dev_key
 from core.models import Trigger
@@ -583,6 +585,56 @@ def test_every_form_of_a_connector_credential_is_masked() -> None:
     found = set(connectors.credentials(http))
     assert {"a%2Bb-key", "a+b-key", BASIC_PASSWORD, BASIC_PAIR, "sess-123456"} <= found
     assert "application/json" not in found and BASIC_USER not in found and "1" not in found
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("postgresql://app:ab@db/shop failed", f"postgresql://app:{MASK}@db/shop failed"),
+        ("https://:ab@host/x", f"https://:{MASK}@host/x"),
+        ("password=ab host=db", f"password={MASK} host=db"),
+        ('{"api_token": "ab", "user": "ab"}', f'{{"api_token": "{MASK}", "user": "ab"}}'),
+        ("Authorization: Bearer ab", f"Authorization: Bearer {MASK}"),
+        ("PGPASSWORD='ab';", f"PGPASSWORD='{MASK}';"),
+        # Not as the credential, or not the whole value: left as it is.
+        ("table abc, ab tab", "table abc, ab tab"),
+        ("password=abc token=xab", "password=abc token=xab"),
+        ("https://app@ab.example/", "https://app@ab.example/"),
+        # The long secret beside it, everywhere.
+        ("long-secret in any text", f"{MASK} in any text"),
+    ],
+)
+def test_a_short_secret_is_masked_where_it_stands_as_a_credential(text: str, masked: str) -> None:
+    masker = SecretMasker(["ab"]).with_values(["long-secret"])
+    assert masker.text(text) == masked
+    assert masker.data({"password": "ab", "name": "ab", "rows": [text]}) == {
+        "password": MASK,
+        "name": "ab",
+        "rows": [masked],
+    }
+
+
+def test_a_stack_starting_while_another_makes_the_key_gets_that_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ``make run`` at the same moment on one data folder: the second, reading while the first is still
+    making the key, gets a whole key, and both get the same one."""
+    path = tmp_path / "secret-key"
+    meanwhile: list[str] = []
+
+    def slow_key() -> str:
+        if not meanwhile:  # the first stack, mid-way through making its key: the second one starts
+            meanwhile.append("")
+            with concurrent.futures.ThreadPoolExecutor(1) as other:
+                meanwhile[0] = other.submit(dev_key, path).result(timeout=30)
+        return new_key()
+
+    monkeypatch.setattr(devstack, "new_key", slow_key)
+    first = dev_key(path)
+    assert meanwhile[0] == first
+    assert len(base64.b64decode(first, validate=True)) == 32
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["secret-key"], "no temporary file left behind"
 
 
 def test_make_run_keeps_one_development_key(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from temporalio.worker import (
 from api.cli import Event, parse_sse
 from core import problems
 from core.settings import Settings
+from core.stats import STUCK_GAUGE_TTL_S
 from core.temporal import connect
 from tests.conftest import api_settings
 from tests.support.api import running_api
@@ -247,6 +248,32 @@ async def test_a_failing_workflow_task_shows_everywhere_and_clears_when_fixed(
 
 async def _having(stream: list[Event], kind: str) -> bool:
     return any(event.type == kind for event in stream)
+
+
+async def test_scrapes_of_metrics_make_one_count_of_stuck_executions_per_window(
+    api: httpx.AsyncClient, temporal_metrics_url: str
+) -> None:
+    """``/metrics`` is public: however often it is scraped, at once or one after the other, Temporal sees
+    one visibility count per ``STUCK_GAUGE_TTL_S`` for the gauge."""
+
+    async def counts_temporal_made() -> float:
+        async with httpx.AsyncClient() as http:
+            scrape = (await http.get(temporal_metrics_url)).text
+        return sum(
+            value
+            for labels, value in samples(scrape, "visibility_persistence_latency_count")
+            if labels.get("operation") == "CountWorkflowExecutions"
+        )
+
+    before = await counts_temporal_made()
+    began = time.monotonic()
+    scrapes = [await api.get("/metrics")]
+    scrapes += await asyncio.gather(*(api.get("/metrics") for _ in range(20)))
+    scrapes += [await api.get("/metrics") for _ in range(20)]
+    windows = 1 + (time.monotonic() - began) // STUCK_GAUGE_TTL_S  # 1 unless the machine crawls
+    assert {scrape.status_code for scrape in scrapes} == {200}
+    assert all(samples_of(scrape.text, "conveyor_executions_stuck") for scrape in scrapes)
+    assert 1 <= await counts_temporal_made() - before <= windows
 
 
 class _Hanging(WorkflowInboundInterceptor):

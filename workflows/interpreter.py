@@ -563,9 +563,11 @@ class DefinitionWorkflow:
 
     @workflow.update(name=names.UPDATE_SETTLED, unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
     async def settled(self, request: ControlRequest) -> ControlResult:
-        """Answer once the execution is SUSPENDED, parked for an operator: a start with ``wait`` then answers
-        at once, with the error, rather than waiting for a result that will not come by itself. Left
-        unanswered (abandoned) when the execution closes first; the caller reads its result then."""
+        """Answer once the execution is SUSPENDED. Earlier API processes sent it with every start with
+        ``wait``; it stays for the executions holding one (their histories replay it) and for such processes
+        during an upgrade. A start with ``wait`` now describes the execution instead: each of these updates
+        stayed in flight until SUSPENDED, and Temporal refuses an execution's updates beyond ten in flight.
+        Left unanswered (abandoned) when the execution closes first."""
         await workflow.wait_condition(lambda: self._state is ExecutionState.SUSPENDED)
         return ControlResult(state=self._state.value, message="waiting for an operator")
 

@@ -12,9 +12,8 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-from api.deps import SessionDep, SettingsDep, TemporalDep
+from api.deps import SessionDep, SettingsDep, StuckGaugeDep, TemporalDep
 from core.pollers import live_pollers
-from core.stats import refresh_stuck_gauge
 
 router = APIRouter(tags=["health"])
 
@@ -54,7 +53,7 @@ async def ready(session: SessionDep, temporal: TemporalDep, settings: SettingsDe
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(temporal: TemporalDep) -> Response:
-    """Prometheus metrics of this API process, and the count of stuck executions."""
-    await refresh_stuck_gauge(temporal)
+async def metrics(stuck_gauge: StuckGaugeDep) -> Response:
+    """Prometheus metrics of this API process, and the count of stuck executions (at most 15 s old)."""
+    await stuck_gauge.refresh()
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
