@@ -207,6 +207,10 @@ def _render(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
+_SETTLED = frozenset({str, int, bool, type(None)})
+"""JSON data as it is (a float is checked for NaN and Infinity, a list or dict is copied)."""
+
+
 class _Plain:
     """Turns a Jinja result into JSON data, refusing anything that is not.
 
@@ -237,14 +241,17 @@ class _Plain:
         if self._flat(value, set(map(type, value))):
             return list(value)
         budget.spend(work=len(value))
-        return [self(v) for v in value]
+        return [v if type(v) in _SETTLED else self(v) for v in value]
 
     def _dict(self, value: dict[Any, Any]) -> dict[str, Any]:
         self._take(len(value))
         if set(map(type, value)) == {str} and self._flat(value.values(), set(map(type, value.values()))):
             return dict(value)
         budget.spend(work=len(value))
-        return {self._key(k): self(v) for k, v in value.items()}
+        return {
+            k if type(k) is str else self._key(k): v if type(v) in _SETTLED else self(v)
+            for k, v in value.items()
+        }
 
     def _flat(self, values: Collection[Any], types: set[type]) -> bool:
         if not types <= SCALARS:
@@ -263,8 +270,6 @@ class _Plain:
             )
 
     def _key(self, key: Any) -> str:
-        if type(key) is str:
-            return key
         check_text(key)
         return str(key)
 

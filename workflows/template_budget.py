@@ -35,10 +35,10 @@ MAX_VOLUME = 10_000_000
 """Characters and items copied or scanned at C speed per render."""
 MAX_SOURCE = 100_000
 """Characters in one template's source: compiling is linear in it and runs on the same thread."""
-MAX_TASK_WORK = 5 * MAX_WORK
-MAX_TASK_VOLUME = 5 * MAX_VOLUME
-"""What all the renders of one workflow task may spend together: well under the deadlock detector's two
-seconds even on a loaded machine."""
+MAX_TASK_WORK = 4 * MAX_WORK
+MAX_TASK_VOLUME = 4 * MAX_VOLUME
+"""What all the renders of one workflow task may spend together: about a second at most, under the deadlock
+detector's two."""
 TEMPLATE_COST = 20
 """Steps of work each template rendered costs besides what it does: setting up its context, converting its
 result. Without it a transform over many items could spend its workflow task on renders that each cost
