@@ -134,5 +134,8 @@ def _constant(node: nodes.Node) -> Any:
 
 
 def _number(node: nodes.Node) -> int | None:
+    if isinstance(node, nodes.Neg):
+        number = _number(node.node)
+        return None if number is None else -number
     value = _constant(node)
     return value if isinstance(value, int) and not isinstance(value, bool) else None

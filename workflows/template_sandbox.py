@@ -232,7 +232,8 @@ def _spending(body: list[nodes.Node]) -> nodes.ExprStmt:
 
 
 def _scanning(expr: nodes.Expr) -> nodes.Expr:
-    return expr if isinstance(expr, nodes.Literal) else _internal(_SCAN, expr)
+    # Only a constant is known small: a list or tuple literal may hold anything.
+    return expr if isinstance(expr, nodes.Const) else _internal(_SCAN, expr)
 
 
 def _weight(body: Iterable[nodes.Node]) -> int:
@@ -350,6 +351,18 @@ def _replace(value: Any, old: Any, new: Any, count: Any = None) -> None:
     budget.will_make(sizes.replaced_size(str(value), str(old), str(new), -1 if count is None else count))
 
 
+def _pprint(value: Any) -> None:
+    # pprint writes each level's repr again for every level it breaks into lines, in Python.
+    size = sizes.pretty_size(value)
+    budget.will_make(size)
+    budget.spend(work=size // 8)
+
+
+def _tojson(value: Any, indent: Any = None) -> None:
+    if indent is not None:
+        budget.will_make(sizes.pretty_size(value, indent if isinstance(indent, int) else len(str(indent))))
+
+
 def _batch(value: Any, linecount: Any, fill_with: Any = None) -> None:
     if fill_with is not None and isinstance(linecount, int):
         budget.will_make(linecount)
@@ -368,8 +381,10 @@ _CHECKS: dict[str, Callable[..., None]] = {
     "center": _center,
     "format": _format,
     "indent": _indent,
+    "pprint": _pprint,
     "replace": _replace,
     "slice": _slice,
+    "tojson": _tojson,
     "wordwrap": _wordwrap,
 }
 """Filters whose result can outgrow their input, with how they check its size before making it."""

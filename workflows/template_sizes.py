@@ -25,20 +25,22 @@ SCALARS = _NUMBERS | {str}
 _INTEGERS = frozenset({int, bool})
 _OPEN = 5
 """What a container found inside itself counts: ``str()`` writes it as ``[...]``."""
-_ITEMS = type({}.items())
-_COLLECTIONS = (Set, type({}.values()))
+_ITEMS: type = type({}.items())
+_COLLECTIONS: tuple[type, ...] = (Set, type({}.values()))
 """Sets (made by ``-`` on dict views) and dict views, written as their items."""
 
 
 class _Walk:
     """One pass over a value, adding up its expanded size; refuses past ``limit``."""
 
-    __slots__ = ("limit", "open", "refuse", "sizes")
+    __slots__ = ("heights", "limit", "open", "refuse", "sizes")
 
     def __init__(self, limit: int, refuse: Callable[[int], TemplateTooCostly]) -> None:
         self.limit = limit
         self.refuse = refuse
         self.sizes: dict[int, int] = {}
+        self.heights: dict[int, int] = {}
+        """How deep each container nests (1 for one of scalars), by id like ``sizes``."""
         self.open: set[int] = set()
 
     def size(self, value: Any) -> int:
@@ -67,21 +69,22 @@ class _Walk:
         if key in self.open:
             return _OPEN
         size = _flat_size(value)
+        height = 1
         if size is None:
             budget.spend(work=len(value))
             self.open.add(key)
             size = 2
             for item in items:
-                if pairs:  # a key and its value
-                    size += 4 + self.size(item[0]) + self.size(item[1])
-                else:
-                    size += 2 + self.size(item)
+                for part in item if pairs else (item,):  # a key and its value
+                    size += 2 + self.size(part)
+                    height = max(height, 1 + self.heights.get(id(part), 0))
                 if size > self.limit:
                     raise self.refuse(size)
             self.open.discard(key)
         if size > self.limit:
             raise self.refuse(size)
         self.sizes[key] = size
+        self.heights[key] = height
         return size
 
 
@@ -134,6 +137,15 @@ def _too_much_text(size: int) -> TemplateTooCostly:
         f"a value of more than {MAX_SEQUENCE:,} characters as text (a list held several times counts "
         f"every time: {size:,} so far)"
     )
+
+
+def pretty_size(value: Any, indent: int = 1) -> int:
+    """At most how many characters ``value`` takes written one item a line, indented ``indent`` characters
+    a level (``pprint``, ``tojson(indent=...)``): every character may start a line, indented to the deepest
+    level."""
+    walk = _Walk(MAX_SEQUENCE, _too_much_text)
+    size = walk.size(value)
+    return size * (1 + walk.heights.get(id(value), 0) * max(indent, 0))
 
 
 def check_text(value: Any) -> None:
