@@ -243,10 +243,12 @@ def _weight(body: Iterable[nodes.Node]) -> int:
 
 def _finalize(value: Any) -> str:
     # Every `{{ }}` output passes here: the common small case is only a length check.
-    if type(value) is str:
+    kind = type(value)
+    if kind is str:
         text = value
     else:
-        sizes.check_text(value)
+        if kind not in sizes.SCALARS:
+            sizes.check_text(value)
         text = str(value)
     if len(text) > budget.SMALL:
         budget.will_make(len(text))
@@ -429,8 +431,11 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         value = args[at]
         budget.spend()
         if textual:
-            for argument in (*args[at:], *kwargs.values()):
-                sizes.check_text(argument)
+            if type(value) not in sizes.SCALARS:
+                sizes.check_text(value)
+            if len(args) > at + 1 or kwargs:
+                for argument in (*args[at + 1 :], *kwargs.values()):
+                    sizes.check_text(argument)
         elif comparing:
             sizes.compared(value)
         if not constant_time:
