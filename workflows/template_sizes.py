@@ -127,8 +127,11 @@ def text_size(value: Any, limit: int = MAX_SEQUENCE) -> int:
     Escapes can make the text several times longer than counted here; it is checked again once made, so the
     estimate only has to keep anything far over the cap from being made at all.
     """
-    if type(value) is str:
+    kind = type(value)
+    if kind is str:
         return len(value)
+    if kind in _NUMBERS:
+        return _scalar_size(value)
     return _Walk(limit, _too_much_text).size(value)
 
 
@@ -195,7 +198,7 @@ def joined(separator: str, items: Iterable[Any], strict: bool = False) -> list[A
     parts: list[str] = []
     total = 0
     for item in items:
-        if bounded and type(item) is not str:
+        if bounded and type(item) not in SCALARS:
             text_size(item, MAX_SEQUENCE - total)
         part = str(item)
         total += len(part) + len(separator)
