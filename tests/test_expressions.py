@@ -463,6 +463,7 @@ SHARED: dict[str, str] = {
     "a set made by -": _V + "{{ ({'a': V}.items() - []) | length }}",
     "list literals compared": _AB + "{{ [" + ", ".join("A" * 100) + "] == [" + ", ".join("B" * 100) + "] }}",
     "divisibleby on text": "{{ '%300000000s' is divisibleby 1 }}",
+    "odd on text": "{{ '%300000000s' is odd }}",
     # Written one item a line, every line indented to its depth.
     "pprint of a deep list": (
         "{% set ns = namespace(l=[0] * 100000) %}{% for i in range(300) %}{% set ns.l = [ns.l] %}{% endfor %}"

@@ -244,6 +244,7 @@ def _weight(body: Iterable[nodes.Node]) -> int:
 def _finalize(value: Any) -> str:
     # Every `{{ }}` output passes here: the common small case is only a length check.
     kind = type(value)
+    text: str
     if kind is str:
         text = value
     else:
@@ -455,25 +456,31 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _TYPE_TESTS = frozenset(
-    {"boolean", "callable", "defined", "escaped", "even", "false", "float", "integer", "iterable", "mapping",
-     "none", "number", "odd", "sameas", "sequence", "string", "true", "undefined"}
+    {"boolean", "callable", "defined", "escaped", "false", "float", "integer", "iterable", "mapping", "none",
+     "number", "sameas", "sequence", "string", "true", "undefined"}
 )  # fmt: skip
 """Tests that look at their value's type or identity, never into it. ``lower`` and ``upper`` make it text;
-``divisibleby`` is ``%``, which formats text; any other test compares or hashes what it is given."""
+any other test compares or hashes what it is given."""
+
+_MODULO_TESTS = {"divisibleby": None, "even": 2, "odd": 2}
+"""Tests that take their value ``%`` a number (given, or fixed), which formats text when the value is text."""
 
 
 def _bounded_test(name: str, test: Callable[..., Any]) -> Callable[..., Any]:
     at = 0 if _PassArg.from_obj(test) is None else 1
+    textual = name in ("lower", "upper")
+    modulo = name in _MODULO_TESTS
+    comparing = not textual and not modulo and name not in _TYPE_TESTS
 
     @functools.wraps(test)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         budget.spend()
-        if name in ("lower", "upper"):
+        if textual:
             sizes.check_text(args[at])
-        elif name == "divisibleby":
-            if isinstance(args[at], str) and len(args) > at + 1:
-                budget.will_make(sizes.printf_size(args[at], args[at + 1]))
-        elif name not in _TYPE_TESTS:
+        elif modulo and isinstance(args[at], str):
+            divisor = _MODULO_TESTS[name] or (args[at + 1] if len(args) > at + 1 else 0)
+            budget.will_make(sizes.printf_size(args[at], divisor))
+        elif comparing:
             for value in args[at:]:
                 sizes.compared(value)
         return test(*args, **kwargs)
