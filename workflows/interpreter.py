@@ -1463,8 +1463,9 @@ class DefinitionWorkflow:
             **extra,
         }
         limited = workflow.patched(PATCH_TEMPLATE_BOUNDS)
+        task = self._task_allowance() if limited else None
         try:
-            return expressions.render(value, context, limited=limited, task=self._task_allowance())
+            return expressions.render(value, context, limited=limited, task=task)
         except expressions.ExpressionError as exc:
             raise StepFailed(
                 StepError(

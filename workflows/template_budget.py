@@ -36,9 +36,10 @@ MAX_VOLUME = 10_000_000
 MAX_SOURCE = 100_000
 """Characters in one template's source: compiling is linear in it and runs on the same thread."""
 MAX_TASK_WORK = 4 * MAX_WORK
+"""Steps of work all the renders of one workflow task may take together: about a second at most, under the
+deadlock detector's two."""
 MAX_TASK_VOLUME = 4 * MAX_VOLUME
-"""What all the renders of one workflow task may spend together: about a second at most, under the deadlock
-detector's two."""
+"""Characters and items all the renders of one workflow task may copy or scan together."""
 TEMPLATE_COST = 20
 """Steps of work each template rendered costs besides what it does: setting up its context, converting its
 result. Without it a transform over many items could spend its workflow task on renders that each cost

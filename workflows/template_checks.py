@@ -92,8 +92,8 @@ def _format_specs(text: str) -> Iterator[str]:
     yield from _over_cap("formatting", [sum(sizes.format_spec_size(spec) for spec in specs)])
 
 
-def _over_cap(what: str, sizes: list[int | None]) -> Iterator[str]:
-    for size in sizes:
+def _over_cap(what: str, counts: list[int | None]) -> Iterator[str]:
+    for size in counts:
         if size is not None and size > MAX_SEQUENCE:
             yield f"{what} would make {size:,} characters or items, more than {MAX_SEQUENCE:,}"
 
