@@ -362,6 +362,7 @@ def test_every_render_gets_a_fresh_budget() -> None:
         ("{{ 2 ** 100000 }}", "100000"),
         ("{{ range(100000000) | list }}", "100,000,000"),
         ("{{ '%300000000s' % 'a' }}", "%-formatting"),
+        ("{{ '%*s' % (3, 'a') }}", "'*' widths"),
         ("{{ '{:>300000000}'.format('a') }}", "300,000,000"),
         ("{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}{% endfor %}"
          "{% endfor %}{% endfor %}", "loops nested here run"),

@@ -188,6 +188,12 @@ def limited() -> bool:
     return (_CURRENT.get() or current()).limited
 
 
+def refusing() -> bool:
+    """Whether what no bounded render may do is refused here: in a bounded render, or validating."""
+    budget = _CURRENT.get()
+    return budget is None or budget.limited
+
+
 def made(value: Any) -> Any:
     """Check and pay for a value just made (by an operation that cannot make more than its inputs' size)."""
     if isinstance(value, _SIZED) and len(value) > SMALL:

@@ -230,7 +230,7 @@ def printf_size(template: str, values: Any) -> int:
     for key, width, precision, kind in _PRINTF.findall(template):
         if kind == "%":
             continue
-        if "*" in (width, precision) and budget.limited():
+        if "*" in (width, precision) and budget.refusing():
             raise TemplateTooCostly("'*' widths in %-formatting are not supported in templates")
         size += _number(width) + _number(precision)
         # A mapping's value is made text once per conversion that names it.
