@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import Conflict, NotFound
 from core.models import Definition, DefinitionVersion, utcnow
+from workflows import definition as model
 from workflows.definition import content_hash, parse, parse_structure
 from workflows.messages import ChildDefinition
 
@@ -25,6 +27,13 @@ class SaveResult:
     """False when the content equals the latest version, which is then returned unchanged."""
 
 
+async def validated(document: dict[str, Any]) -> model.Definition:
+    """:func:`~workflows.definition.parse` in a worker thread: it compiles every template of the document,
+    seconds of CPU at its cap (``MAX_TEMPLATE_TEXT``), which must not hold the event loop. The cap, not a
+    timeout, bounds it, so a document gets the same answer however busy the API is."""
+    return await asyncio.to_thread(parse, document)
+
+
 async def save_definition(
     session: AsyncSession, *, document: dict[str, Any], publish: bool = False
 ) -> SaveResult:
@@ -32,7 +41,7 @@ async def save_definition(
 
     Raises ``DefinitionInvalid`` before anything is written when the document is not a valid definition.
     """
-    definition_model = parse(document)
+    definition_model = await validated(document)
     name = definition_model.name
     digest = content_hash(document)
     for _ in range(3):  # a concurrent save of the same name takes the version number: recount and retry

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import yaml
 
@@ -166,3 +169,50 @@ async def test_validate_refuses_hostile_templates_at_their_paths(api: httpx.Asyn
     assert "loops nested" in problems["$.steps[3].with.value"]
     saved = await api.post("/api/v1/definitions", json=hostile)
     assert saved.status_code == 422 and saved.json()["error_code"] == "DEFINITION_INVALID"
+
+
+def _templated(*templates: str) -> dict[str, Any]:
+    steps = [{"id": f"t{i}", "type": "transform", "with": {"value": t}} for i, t in enumerate(templates)]
+    return {"name": "templated", "steps": steps}
+
+
+async def test_a_document_holds_a_bounded_amount_of_template_text(api: httpx.AsyncClient) -> None:
+    # Ten templates of 91,000 characters each: validating compiled all of them, 18 s of a viewer's request.
+    document = _templated(*["{{ input.a }}" * 7_000] * 10)
+    for answer in (
+        await api.post("/api/v1/definitions/validate", json=document),
+        await api.post("/api/v1/definitions", json=document),
+    ):
+        assert answer.status_code in (200, 422), answer.text
+        problems = answer.json().get("problems") or answer.json()["details"]["problems"]
+        # Reported once, where the total passes the cap; the templates after it are not compiled at all.
+        assert problems == [
+            {
+                "path": "$.steps[1].with.value",
+                "message": "the templates of a definition hold at most 100,000 characters together; this one "
+                "brings them to 182,000",
+            }
+        ]
+    assert (await api.get("/api/v1/definitions")).json() == []
+
+
+async def test_validating_templates_leaves_the_event_loop_free(api: httpx.AsyncClient) -> None:
+    # Compiling a long template takes seconds; on the event loop, the API answered nobody meanwhile.
+    slow = "x{{ [" + ",".join(["[1, 2]"] * 13_000) + "] }}"
+    finished: list[str] = []
+
+    async def request(name: str, method: str, url: str, **options: Any) -> httpx.Response:
+        answer = await api.request(method, url, **options)
+        finished.append(name)
+        return answer
+
+    async def health_meanwhile() -> httpx.Response:
+        await asyncio.sleep(0.3)  # the validation is under way by then
+        return await request("health", "GET", "/health")
+
+    validated, healthy = await asyncio.gather(
+        request("validate", "POST", "/api/v1/definitions/validate", json=_templated(slow)), health_meanwhile()
+    )
+    assert validated.json() == {"valid": True, "problems": []}
+    assert healthy.status_code == 200
+    assert finished == ["health", "validate"]

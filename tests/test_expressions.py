@@ -362,6 +362,7 @@ def test_every_render_gets_a_fresh_budget() -> None:
         ("{{ 2 ** 100000 }}", "100000"),
         ("{{ range(100000000) | list }}", "100,000,000"),
         ("{{ '%300000000s' % 'a' }}", "%-formatting"),
+        ("{{ '%*s' % (3, 'a') }}", "'*' widths"),
         ("{{ '{:>300000000}'.format('a') }}", "300,000,000"),
         ("{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}{% endfor %}"
          "{% endfor %}{% endfor %}", "loops nested here run"),
@@ -424,3 +425,165 @@ def test_a_number_json_cannot_hold_fails_the_render(template: str) -> None:
     with pytest.raises(ExpressionError, match="JSON cannot hold"):
         render(template, {})
     assert render(template, {}, limited=False) is not None  # as before, for histories recorded then
+
+
+# -- shared references: a list held many times costs every time it is made text, compared or copied ----------
+# Each once passed the bounds, which counted only the outer list: the result's JSON copy went through 100
+# million items (48 s, 867 MB), str() made 300 MB before the cap was checked, comparing two such lists took
+# seconds, and hashing a tuple of shared tuples went through a billion items.
+
+_L = "{% set L = ['a' * 1000] * 1000 %}"
+_AB = "{% set A = [[0] * 1000] * 1000 %}{% set B = [[0] * 1000] * 1000 %}"
+_V = "{% set T = ('a',) * 1000 %}{% set U = (T,) * 1000 %}{% set V = (U,) * 1000 %}"
+
+SHARED: dict[str, str] = {
+    "the result's copy": "{{ [[[0] * 1000] * 1000] * 100 }}",
+    "a result made text": _L + "{{ [L] * 300 }}",
+    "output in text": _L + "x{{ [L] * 300 }}",
+    "string filter": _L + "{{ ([L] * 300) | string | length }}",
+    "tojson filter": _L + "{{ ([L] * 300) | tojson | length }}",
+    "a text filter": _L + "{{ ([L] * 300) | upper | length }}",
+    "a text filter's argument": _L + "{{ 'x' | replace('x', [L] * 300) | length }}",
+    "percent with a tuple": _L + "{{ ('%s' % ([L] * 300,)) | length }}",
+    "percent with a mapping": _L + "{{ ('%(a)s' % {'a': [L] * 300}) | length }}",
+    "str.format": _L + "{{ '{}'.format([L] * 300) | length }}",
+    "str.format !r": _L + "{{ '{!r}'.format([L] * 300) | length }}",
+    "concatenation": _L + "{{ (([L] * 300) ~ 'x') | length }}",
+    "join": _L + "{{ [[L] * 300] | join | length }}",
+    "join's separator": _L + "{{ ['a', 'b'] | join([L] * 300) | length }}",
+    "a text test": _L + "{{ ([L] * 300) is lower }}",
+    "a namespace made text": _L + "{% set ns = namespace(a=[L] * 300) %}x{{ ns }}",
+    "equality": _AB + "{{ [A] * 100 == [B] * 100 }}",
+    "membership": _AB + "{{ [B] * 100 in [[A] * 100] }}",
+    "an equality test": _AB + "{{ [A] * 100 is eq([B] * 100) }}",
+    "sort": _AB + "{{ [[A] * 100, [B] * 100] | sort | length }}",
+    "list.count": _AB + "{{ [[A] * 100].count([B] * 100) }}",
+    "a dict literal's key": _V + "{{ {V: 1} | length }}",
+    "a subscript's key": _V + "{{ {'a': 1}.get(V) is none }}",
+    "a subscript": _V + "{{ {'a': 1}[V] is defined }}",
+    "a set made by -": _V + "{{ ({'a': V}.items() - []) | length }}",
+    "list literals compared": _AB + "{{ [" + ", ".join("A" * 100) + "] == [" + ", ".join("B" * 100) + "] }}",
+    "divisibleby on text": "{{ '%300000000s' is divisibleby 1 }}",
+    "odd on text": "{{ '%300000000s' is odd }}",
+    # Written one item a line, every line indented to its depth.
+    "pprint of a deep list": (
+        "{% set ns = namespace(l=[0] * 100000) %}{% for i in range(300) %}{% set ns.l = [ns.l] %}{% endfor %}"
+        "{{ ns.l | pprint | length }}"
+    ),
+    "tojson indented": "{% set L = [[0] * 100] * 100 %}{{ L | tojson(indent=10000) | length }}",
+}
+
+
+@pytest.mark.parametrize("source", SHARED.values(), ids=SHARED.keys())
+def test_shared_references_cost_every_place_they_appear(source: str) -> None:
+    started = time.monotonic()
+    tracemalloc.start()
+    try:
+        with pytest.raises(ExpressionError, match="too costly"):
+            render_text(source, CONTEXT)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50_000_000
+    assert time.monotonic() - started < 10  # unbounded, some of these run for minutes
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ [[1, 2]] * 3 }}", [[1, 2], [1, 2], [1, 2]]),
+        ("{{ [[[0] * 1000] * 100] * 5 }}", [[[0] * 1000] * 100] * 5),
+        ("{% set L = [1, 'a'] %}x{{ [L] * 2 }}", "x[[1, 'a'], [1, 'a']]"),
+        ("{% set L = [[0] * 100] * 100 %}{{ L == L and [L] == [L] }}", "True"),
+        ("{% set L = ['a' * 100] * 100 %}{{ ([L] * 10) | tojson | length }}", "104020"),
+        ("{{ {(1, 2): 'x'}[(1, 2)] }}", "x"),
+        ("{% set d = {'a': [1]} %}{{ d.get('a') }} {{ d | dictsort }}", "[1] [('a', [1])]"),
+        ("{% set L = [] %}{% set _ = L.append(L) %}x{{ L }}", "x[[...]]"),
+    ],
+)  # fmt: skip
+def test_shared_references_within_bounds_render_as_before(source: str, expected: Any) -> None:
+    assert render_text(source, CONTEXT) == expected
+
+
+def test_a_result_copies_plain_lists_and_dicts_and_refuses_what_json_cannot_hold() -> None:
+    rows = [{"id": i, "tags": ["a", "b"], "price": 1.5} for i in range(1_000)]
+    result = render("{{ input.rows }}", {"input": {"rows": rows}})
+    assert result == rows and result is not rows and result[0] is not rows[0]
+    with pytest.raises(ExpressionError, match="JSON cannot hold"):
+        render("{{ [[1.5, 'nan' | float]] }}", {})
+    with pytest.raises(ExpressionError, match="JSON cannot hold"):
+        render("{{ {'a': 'inf' | float} }}", {})
+    assert render("{{ {1: [2], none: 'x'} }}", {}) == {"1": [2], "None": "x"}
+
+
+# -- one allowance for all the renders of a workflow task ----------------------------------------------------
+
+
+def test_renders_given_one_task_allowance_share_it() -> None:
+    heavy = "{% for i in range(300) %}{% for j in range(480) %}{% endfor %}{% endfor %}"
+    task = template_budget.TaskAllowance(1)
+    for _ in range(5):  # about 150,000 steps each, of the task's 800,000
+        assert render(heavy, {}, task=task) == ""
+    with pytest.raises(ExpressionError, match="rendered in this workflow task"):
+        render(heavy, {}, task=task)
+    assert render(heavy, {}, task=template_budget.TaskAllowance(2)) == ""  # the next task starts afresh
+    assert render(heavy, {}, limited=False, task=task) == ""  # as before the bounds
+
+
+def test_each_template_costs_its_render_besides_what_it_does() -> None:
+    # A transform over many items renders its map once per item: each render does nothing costly, but
+    # together they held the workflow task.
+    task = template_budget.TaskAllowance(1)
+    templates = ["{{ 1 }}"] * 5_000
+    for _ in range(template_budget.MAX_TASK_WORK // (5_000 * template_budget.TEMPLATE_COST)):
+        assert render(templates, {}, task=task) == [1] * 5_000
+    with pytest.raises(ExpressionError, match="rendered in this workflow task"):
+        render(templates, {}, task=task)
+
+
+# -- constants too large for Python to measure: refused, never a crash ---------------------------------------
+
+HUGE = "1" + "0" * 30
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ range(" + HUGE + ") }}",
+        "{{ range(1, " + HUGE + ", 2) | list }}",
+        "{{ range(-" + HUGE + ", 0) | list }}",
+        "{% for i in range(" + HUGE + ") %}{% endfor %}",
+        "{{ 1" + "0" * 5_000 + " }}",
+        "{{ '%" + "9" * 5_000 + "s' % 'a' }}",
+        "{{ '%" + "9" * 5_000 + "s' | format('a') }}",
+        "{{ '{:" + "9" * 5_000 + "}'.format('a') }}",
+        "{{ 'a'.ljust(" + HUGE + ") }}",
+        "{{ [0] * " + HUGE + " }}",
+    ],
+)
+def test_check_template_refuses_huge_constants(source: str) -> None:
+    problems = expressions.check_template(source, frozenset(), frozenset())
+    assert problems, source
+    with pytest.raises(ExpressionError, match=r"too costly|syntax error"):
+        render_text(source, {})
+
+
+def test_a_huge_range_from_the_data_is_too_costly() -> None:
+    with pytest.raises(ExpressionError, match="too costly: range of 1,000,000,000,000,000,000,000,000,000"):
+        render_text("{{ range(n) | length }}", {"n": 10**27})
+
+
+# -- what an unlimited render (a history recorded before the bounds) compiles ------------------------------
+
+
+def test_an_unlimited_render_compiles_what_it_compiled_before_the_bounds() -> None:
+    long = "{{ input.name }}," * 7_000  # 119,000 characters
+    assert render(long, CONTEXT, limited=False) == "Ada," * 7_000
+    with pytest.raises(ExpressionError, match="more than 100,000"):
+        render(long, CONTEXT)
+    deep = "{{ " + "(" * 300 + "1" + ")" * 300 + " }}"
+    with pytest.raises(ExpressionError, match="too deeply nested"):
+        render(deep, {})
+    # Before the bounds this failed the workflow task, not the step: a history holding it replays that way.
+    with pytest.raises(RecursionError):
+        render(deep, {}, limited=False)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.specs.openapi.schemas import OpenApiSchema
@@ -244,10 +244,12 @@ def test_operation_survives_hostile_bodies(
 # -- hostile templates ---------------------------------------------------------------------------------------
 # A family of its own, beside the schema-driven tests: definitions whose one template is built to make a huge
 # value, run for minutes, nest past the parser or reach Python internals, with sizes taken from the input (so
-# only the render can see them) or written as constants (so validation can). Each must be refused when saved
-# (422 naming the template's field) or run to its end promptly: a template must never stall a workflow task.
+# only the render can see them) or written as constants (so validation can), constants too large for Python
+# to measure, and values holding one list many times by reference (cheap to make, huge as text, as JSON or
+# to compare). Each must be refused when saved (422 naming the template's field) or run to its end promptly:
+# a template must never stall a workflow task.
 
-HOSTILE_EXAMPLES = 25
+HOSTILE_EXAMPLES = 40
 # Hypothesis starts from the first choice of each: hostile sizes, taken from the input, come first.
 _SIZES = st.sampled_from([300_000_000, 10**12, 1_000_000, 10_000, 1_000, 3])
 _LOOP_COUNTS = st.sampled_from([1_000, 40, 10_000, 3])
@@ -270,6 +272,31 @@ _AMPLIFIERS = st.sampled_from(
         "[1] | slice({n}) | list",
     ]
 )
+_HUGE = "1" + "0" * 30
+_HUGE_CONSTANTS = st.sampled_from(
+    [
+        f"{{{{ range({_HUGE}) }}}}",
+        f"{{{{ range(1, {_HUGE}, 2) | list }}}}",
+        f"{{% for i in range({_HUGE}) %}}{{% endfor %}}",
+        "{{ 1" + "0" * 5_000 + " }}",
+        "{{ '%" + "9" * 5_000 + "s' % 'a' }}",
+        "{{ '{:" + "9" * 5_000 + "}'.format('a') }}",
+        f"{{{{ 'a'.ljust({_HUGE}) }}}}",
+        f"{{{{ 2 ** -{_HUGE} }}}}",
+    ]
+)
+_SHARED_COUNTS = st.sampled_from([300, 100, 1_000, 3])
+_SHARED = st.sampled_from(
+    [
+        "{{{{ [[[0] * 1000] * 1000] * {n} }}}}",
+        "{{% set L = ['a' * 1000] * 1000 %}}x{{{{ [L] * {n} }}}}",
+        "{{% set L = ['a' * 1000] * 1000 %}}{{{{ ([L] * {n}) | tojson | length }}}}",
+        "{{% set L = ['a' * 1000] * 1000 %}}{{{{ ('%s' % ([L] * {n},)) | length }}}}",
+        "{{% set A = [[0] * 1000] * 1000 %}}{{% set B = [[0] * 1000] * 1000 %}}"
+        "{{{{ [A] * {n} == [B] * {n} }}}}",
+        "{{% set T = ('a',) * 1000 %}}{{% set U = (T,) * 1000 %}}{{{{ {{(U,) * {n}: 1}} | length }}}}",
+    ]
+)
 _LOOPS = st.sampled_from(
     [
         "{{% for i in range({n}) %}}{{% for j in range({n}) %}}{{% for k in range({n}) %}}{{% endfor %}}"
@@ -286,9 +313,10 @@ _LOOPS = st.sampled_from(
 
 @st.composite
 def hostile_templates(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    """A template and the input it renders with: an amplifier, loops, nesting, internals or bulk text."""
-    kind = draw(st.sampled_from(["amplifier", "loop", "nesting", "internals", "bulk"]))
-    size = draw(_LOOP_COUNTS if kind == "loop" else _SIZES)
+    """A template and the input it renders with: an amplifier, loops, nesting, internals, bulk text, a huge
+    constant or shared references."""
+    kind = draw(st.sampled_from(["amplifier", "loop", "nesting", "internals", "bulk", "huge", "shared"]))
+    size = draw({"loop": _LOOP_COUNTS, "shared": _SHARED_COUNTS}.get(kind, _SIZES))
     n = "input.n" if draw(st.sampled_from([True, False])) else str(size)
     if kind == "amplifier":
         template = "x{{ " + draw(_AMPLIFIERS).format(n=n) + " }}"
@@ -297,6 +325,10 @@ def hostile_templates(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     elif kind == "nesting":
         depth = draw(st.integers(50, 5_000))
         template = "{{ " + "(" * depth + "1" + ")" * depth + " }}"
+    elif kind == "huge":
+        template = draw(_HUGE_CONSTANTS)
+    elif kind == "shared":
+        template = draw(_SHARED).format(n=n)
     elif kind == "internals":
         template = draw(
             st.sampled_from(["{{ ''.__class__.__mro__ }}", "{{ input.__class__ }}", "{{ x._y }}"])
@@ -318,6 +350,10 @@ def test_hostile_templates_are_refused_or_fail_promptly(fuzz_api: tuple[str, dic
         suppress_health_check=list(HealthCheck),
     )
     @given(case=hostile_templates())
+    # Found by review before this family had huge constants and shared references: a 500 when validating,
+    # and a render copying 100 million items for 48 s.
+    @example(case=("{{ range(100000000000000000000000000) }}", {}))
+    @example(case=("{{ [[[0] * 1000] * 1000] * 100 }}", {}))
     def run(case: tuple[str, dict[str, Any]]) -> None:
         template, input_ = case
         name = f"hostile-{uuid.uuid4().hex[:12]}"

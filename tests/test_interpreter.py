@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -510,6 +511,46 @@ async def test_a_costly_template_fails_its_step_promptly(
     assert failure.error["step"] == "heavy"
     assert failure.error["message"].startswith("with.value: too costly")
     assert failure.statuses() == {"ok": "completed", "heavy": "failed"}
+
+
+HEAVY_ITEM = "{% for i in range(300) %}{% for j in range(input.n) %}{% endfor %}{% endfor %}"
+"""A render within its own budget (about 150,000 steps of work at n = 480), but heavy."""
+
+
+@pytest.mark.parametrize(
+    "heavy",
+    [
+        {"id": "heavy", "type": "transform", "with": {"items": "{{ range(100) | list }}", "map": HEAVY_ITEM}},
+        {
+            "id": "heavy",
+            "type": "foreach",
+            "items": "{{ range(100) | list }}",
+            "parallelism": 100,
+            "steps": [value("each", HEAVY_ITEM)],
+        },
+    ],
+    ids=["transform map", "foreach body"],
+)
+async def test_the_renders_of_one_workflow_task_share_an_allowance(
+    client: Client, worker: Worker, heavy: dict[str, Any]
+) -> None:
+    # Each item's render had a budget of its own, and all of them ran in one workflow task: 100 legal renders
+    # held it for seconds, the SDK declared it deadlocked and the execution stayed QUEUED with no error.
+    handle = await start(client, worker.task_queue, definition(value("ok", 1), heavy), {"n": 480})
+    failure = await asyncio.wait_for(failure_of(handle), 120)
+    assert failure.type == "ExpressionFailed"
+    assert "too costly: the templates rendered in this workflow task" in failure.error["message"]
+    assert failure.statuses()["heavy"] == "failed"
+
+
+async def test_many_light_renders_in_one_workflow_task_still_run(client: Client, worker: Worker) -> None:
+    light = {
+        "id": "light",
+        "type": "transform",
+        "with": {"items": "{{ input.items }}", "filter": "{{ item % 3 }}", "map": {"n": "{{ item * 2 }}"}},
+    }
+    result = await completes(client, worker.task_queue, definition(light), {"items": list(range(3000))})
+    assert result.output == [{"n": i * 2} for i in range(3000) if i % 3]
 
 
 async def test_an_expression_error_in_when_fails_the_step(client: Client, worker: Worker) -> None:

@@ -37,6 +37,11 @@ started before it does. Rendered values those checks would have refused fail in 
 interpreter's duration checks, the outbound guard of HTTP steps, the SQL activity's parser)."""
 
 
+MAX_TEMPLATE_TEXT = 100_000
+"""Characters of template source in one document, all templates together. Validating compiles every template,
+at up to about 25 µs a character; past the cap the rest are not compiled and the document is refused."""
+
+
 def saving(info: ValidationInfo) -> bool:
     """Whether a validator runs on a document being saved (see :data:`SAVING`)."""
     return bool(info.context and info.context.get("saving"))
@@ -339,6 +344,7 @@ def _semantic_problems(definition: Definition) -> Iterator[Problem]:
         else:
             ids[step.id] = path
     known = frozenset(ids)
+    room = _TemplateRoom()
 
     yield from _block_problems(definition.steps, "$.steps")
     yield from _block_problems(definition.on_error, "$.on_error")
@@ -360,11 +366,11 @@ def _semantic_problems(definition: Definition) -> Iterator[Problem]:
                 yield Problem(path=f"{path}.{field}", message=f"a {step.type} step needs {field!r}")
         for sub, message in config_problems(step):
             yield Problem(path=f"{path}.with{sub}", message=message)
-        yield from _template_problems(step, path, known)
+        yield from _template_problems(step, path, known, room)
 
-    yield from _template_problems_in(definition.output, "$.output", known)
+    yield from _template_problems_in(definition.output, "$.output", known, room)
     # The key is rendered before any step runs: ``steps`` has nothing in it yet.
-    yield from _template_problems_in(definition.limits.key, "$.limits.key", frozenset())
+    yield from _template_problems_in(definition.limits.key, "$.limits.key", frozenset(), room)
     if definition.input is not None:
         try:
             Draft202012Validator.check_schema(definition.input)
@@ -428,24 +434,46 @@ def find_cycle(block: tuple[Step, ...]) -> list[str] | None:
     return None
 
 
-def _template_problems(step: Step, path: str, known: frozenset[str]) -> Iterator[Problem]:
+def _template_problems(
+    step: Step, path: str, known: frozenset[str], room: _TemplateRoom
+) -> Iterator[Problem]:
     from workflows.steps import STEP_TYPES
 
     roots = STEP_TYPES[step.type].extra_roots
-    yield from _template_problems_in(step.with_, f"{path}.with", known, roots)
-    yield from _template_problems_in(step.when, f"{path}.when", known, roots)
-    yield from _template_problems_in(step.output, f"{path}.output", known, roots | {"output"})
-    yield from _template_problems_in(step.items, f"{path}.items", known, roots)
+    yield from _template_problems_in(step.with_, f"{path}.with", known, room, roots)
+    yield from _template_problems_in(step.when, f"{path}.when", known, room, roots)
+    yield from _template_problems_in(step.output, f"{path}.output", known, room, roots | {"output"})
+    yield from _template_problems_in(step.items, f"{path}.items", known, room, roots)
     for i, case in enumerate(step.cases or ()):
-        yield from _template_problems_in(case.when, f"{path}.cases[{i}].when", known, roots)
+        yield from _template_problems_in(case.when, f"{path}.cases[{i}].when", known, room, roots)
 
 
 def _template_problems_in(
-    value: Any, path: str, known: frozenset[str], roots: frozenset[str] = frozenset()
+    value: Any, path: str, known: frozenset[str], room: _TemplateRoom, roots: frozenset[str] = frozenset()
 ) -> Iterator[Problem]:
     for where, source in expressions.templates_in(value, path):
+        if room.full:
+            continue
+        room.used += len(source)
+        if room.used > MAX_TEMPLATE_TEXT:
+            room.full = True
+            yield Problem(
+                path=where,
+                message=f"the templates of a definition hold at most {MAX_TEMPLATE_TEXT:,} characters "
+                f"together; this one brings them to {room.used:,}",
+            )
+            continue
         for message in expressions.check_template(source, known, roots):
             yield Problem(path=where, message=message)
+
+
+class _TemplateRoom:
+    """How much template source a document has shown so far (:data:`MAX_TEMPLATE_TEXT`); once full, the
+    templates after the one that filled it are not checked (nor compiled)."""
+
+    def __init__(self) -> None:
+        self.used = 0
+        self.full = False
 
 
 Case.model_rebuild()

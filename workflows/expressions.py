@@ -4,23 +4,34 @@ A string that is exactly one ``{{ expression }}`` yields the value itself (a num
 list); any other string with template syntax renders to text. Compiled templates are cached by their source,
 which is pure, so the interpreter compiles each template once per worker process rather than once per run.
 Each top-level :func:`render` spends from one budget of work and size (:mod:`template_budget`), so a hostile
-or merely heavy template fails its step promptly instead of stalling the workflow task that renders it.
+or merely heavy template fails its step promptly instead of stalling the workflow task that renders it; in a
+workflow, all the renders of one workflow task also share that task's allowance.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import TemplateError
 
+from workflows import template_budget as budget
 from workflows import template_checks
-from workflows.template_budget import MAX_SOURCE, Budget, TemplateTooCostly, Unbudgeted, limited
+from workflows.template_budget import (
+    MAX_SEQUENCE,
+    MAX_SOURCE,
+    TEMPLATE_COST,
+    Budget,
+    TaskAllowance,
+    TemplateTooCostly,
+    Unbudgeted,
+)
 from workflows.template_sandbox import BoundedEnvironment
+from workflows.template_sizes import SCALARS, check_text
 
 ROOTS = frozenset(
     {"input", "steps", "vars", "item", "index", "execution", "secrets", "error", "true", "false"}
@@ -106,10 +117,6 @@ _TOO_DEEP = "too deeply nested"
 
 @lru_cache(maxsize=4096)
 def _compile(source: str) -> Callable[[Mapping[str, Any]], Any]:
-    if len(source) > MAX_SOURCE:
-        raise ExpressionError(
-            source[:80], f"a template of {len(source):,} characters, more than {MAX_SOURCE:,}"
-        )
     single = _SINGLE.match(source)
     try:
         with Unbudgeted():
@@ -119,10 +126,30 @@ def _compile(source: str) -> Callable[[Mapping[str, Any]], Any]:
             template = _ENV.from_string(source)
     except TemplateSyntaxError as exc:
         raise ExpressionError(source, f"syntax error: {exc.message}") from None
+    return lambda context: template.render(**context)
+
+
+def _compiled(source: str, *, bounded: bool) -> Callable[[Mapping[str, Any]], Any]:
+    """``source`` compiled; bounded, a source too long or too deep to compile is an :class:`ExpressionError`.
+
+    Unbounded, it compiles as before the bounds existed, failing the workflow task rather than the step as
+    it did then: a history recorded then replays the same way.
+    """
+    if bounded and len(source) > MAX_SOURCE:
+        raise ExpressionError(
+            source[:80], f"a template of {len(source):,} characters, more than {MAX_SOURCE:,}"
+        )
+    try:
+        return _compile(source)
     except (RecursionError, SyntaxError):
         # Jinja's parser and Python's compiler both recurse once per level of nesting.
+        if not bounded:
+            raise
         raise ExpressionError(source, _TOO_DEEP) from None
-    return lambda context: template.render(**context)
+    except ValueError:  # Python reads no integer literal of more than 4,300 digits
+        if not bounded:
+            raise
+        raise ExpressionError(source, "syntax error: a number of more than 4,300 digits") from None
 
 
 def render_text(source: str, context: Mapping[str, Any]) -> Any:
@@ -132,14 +159,18 @@ def render_text(source: str, context: Mapping[str, Any]) -> Any:
 
 
 def _render_text(source: str, context: Mapping[str, Any]) -> Any:
-    evaluate = _compile(source)
+    bounded = budget.limited()
+    evaluate = _compiled(source, bounded=bounded)
     try:
-        return _plain(source, evaluate(context))
+        budget.spend(TEMPLATE_COST)
+        return _Plain(source, bounded)(evaluate(context))
     except ExpressionError:
         raise
     except TemplateTooCostly as exc:
         raise ExpressionError(source, f"too costly: {exc}") from None
     except RecursionError:
+        if not bounded:
+            raise
         raise ExpressionError(source, _TOO_DEEP) from None
     except (
         TemplateError,
@@ -153,13 +184,16 @@ def _render_text(source: str, context: Mapping[str, Any]) -> Any:
         raise ExpressionError(source, f"{type(exc).__name__}: {exc}") from None
 
 
-def render(value: Any, context: Mapping[str, Any], *, limited: bool = True) -> Any:
+def render(
+    value: Any, context: Mapping[str, Any], *, limited: bool = True, task: TaskAllowance | None = None
+) -> Any:
     """Render every template inside ``value`` (strings, and lists and dicts of them) against ``context``.
 
-    All of ``value`` shares one budget of work and size; ``limited=False`` renders as before the bounds
-    existed, for workflow histories recorded then.
+    All of ``value`` shares one budget of work and size, and spends from ``task``, the allowance of the
+    workflow task rendering it, when given; ``limited=False`` renders as before the bounds existed, for
+    workflow histories recorded then.
     """
-    with Budget(limited):
+    with Budget(limited, task):
         return _render(value, context)
 
 
@@ -173,22 +207,97 @@ def _render(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
-def _plain(source: str, value: Any) -> Any:
-    """Turn a Jinja result into JSON data, refusing anything that is not."""
-    if isinstance(value, Undefined):
-        raise ExpressionError(source, f"undefined value: {value._undefined_message}")
-    if isinstance(value, float) and not math.isfinite(value) and limited():
-        # Nothing downstream can hold it: JSON has no NaN or Infinity, and the API would show null.
-        raise ExpressionError(source, f"the result is {value}, a number JSON cannot hold")
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, SecretRef):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(source, v) for k, v in value.items()}
-    if isinstance(value, list | tuple | range):
-        return [_plain(source, v) for v in value]
-    raise ExpressionError(source, f"the result is a {type(value).__name__}, not JSON data")
+_SETTLED = frozenset({str, int, bool, type(None)})
+"""JSON data as it is (a float is checked for NaN and Infinity, a list or dict is copied)."""
+
+
+class _Plain:
+    """Turns a Jinja result into JSON data, refusing anything that is not.
+
+    The result is copied, and JSON has no shared references: a list the result holds several times is
+    copied every time, and every copy counts towards the cap on a value's items. Lists and dicts of plain
+    values are copied at C speed; going through anything else costs a step of work per item.
+    """
+
+    __slots__ = ("bounded", "room", "source")
+
+    def __init__(self, source: str, bounded: bool) -> None:
+        self.source = source
+        self.bounded = bounded
+        self.room = MAX_SEQUENCE
+
+    def __call__(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None:
+            return value
+        if kind is list or kind is tuple or kind is range:
+            return self._list(value)
+        if kind is dict:
+            return self._dict(value)
+        return self._other(value)
+
+    def _list(self, value: list[Any] | tuple[Any, ...] | range) -> list[Any]:
+        self._take(len(value))
+        if self._flat(value, set(map(type, value))):
+            return list(value)
+        budget.spend(work=len(value))
+        return [v if type(v) in _SETTLED else self(v) for v in value]
+
+    def _dict(self, value: dict[Any, Any]) -> dict[str, Any]:
+        self._take(len(value))
+        if set(map(type, value)) == {str} and self._flat(value.values(), set(map(type, value.values()))):
+            return dict(value)
+        budget.spend(work=len(value))
+        return {
+            k if type(k) is str else self._key(k): v if type(v) in _SETTLED else self(v)
+            for k, v in value.items()
+        }
+
+    def _flat(self, values: Collection[Any], types: set[type]) -> bool:
+        if not types <= SCALARS:
+            return False
+        budget.spend(volume=len(values))
+        if float in types and self.bounded:
+            for number in values if types <= {int, float, bool} else filter(_is_float, values):
+                self._finite(number)
+        return True
+
+    def _take(self, items: int) -> None:
+        self.room -= items
+        if self.room < 0 and self.bounded:
+            raise TemplateTooCostly(
+                f"a result of more than {MAX_SEQUENCE:,} items (a list held several times counts every time)"
+            )
+
+    def _key(self, key: Any) -> str:
+        check_text(key)
+        return str(key)
+
+    def _finite(self, number: float) -> None:
+        if not math.isfinite(number):
+            # Nothing downstream can hold it: JSON has no NaN or Infinity, and the API would show null.
+            raise ExpressionError(self.source, f"the result is {number}, a number JSON cannot hold")
+
+    def _other(self, value: Any) -> Any:
+        if isinstance(value, Undefined):
+            raise ExpressionError(self.source, f"undefined value: {value._undefined_message}")
+        if isinstance(value, float):
+            if self.bounded:
+                self._finite(value)
+            return value
+        if isinstance(value, bool | int | str):
+            return value
+        if isinstance(value, SecretRef):
+            return str(value)
+        if isinstance(value, Mapping):
+            return self._dict(dict(value.items()))
+        if isinstance(value, list | tuple | range):
+            return self._list(value)
+        raise ExpressionError(self.source, f"the result is a {type(value).__name__}, not JSON data")
+
+
+def _is_float(value: Any) -> bool:
+    return type(value) is float
 
 
 def truthy(value: Any) -> bool:
@@ -215,13 +324,15 @@ def check_template(source: str, known_steps: frozenset[str], extra_roots: frozen
     """Problems with one template found without running it: syntax, unknown names, unknown step ids, and
     what its constants show it would do that no render may (:mod:`template_checks`)."""
     try:
-        _compile(source)
+        _compiled(source, bounded=True)
         tree = _ENV.parse(source)
+        problems = template_checks.problems(tree)
     except ExpressionError as exc:
         return [exc.reason]
     except TemplateSyntaxError as exc:
         return [f"syntax error: {exc.message}"]
-    problems = template_checks.problems(tree)
+    except RecursionError:
+        return [_TOO_DEEP]
     allowed = ROOTS | extra_roots | frozenset(_ENV.globals)
     for name in sorted(meta.find_undeclared_variables(tree) - allowed):
         problems.append(

@@ -75,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         parse_config,
         stage_queue,
     )
+    from workflows.template_budget import TaskAllowance
 
 
 PATCH_CANCELLED_ACTIVITY = "cancelled-activity-step-is-cancelled"
@@ -111,7 +112,8 @@ then, and the execution went to RETRYING)."""
 
 PATCH_TEMPLATE_BOUNDS = "template-bounds"
 """Histories from before it bounded the work and size of each render (a render over the bounds fails its
-step with ExpressionFailed instead of holding the workflow task until the SDK declares it deadlocked)."""
+step with ExpressionFailed instead of holding the workflow task until the SDK declares it deadlocked), and
+of all the renders of one workflow task together."""
 
 DONE = frozenset({"completed", "skipped", "recovered"})
 """Step statuses a resumed execution does not run again."""
@@ -286,6 +288,8 @@ class DefinitionWorkflow:
         """Stage steps whose activity is scheduled or running: what ``advance`` cancels."""
         self._stage_names: dict[str, str] = {}
         """Stage step id -> its stage, for the steps that have started."""
+        self._renders: TaskAllowance | None = None
+        """What the renders of the current workflow task may still spend together (see ``_render``)."""
         self._top_level = {child: step.id for step in self._definition.steps for child in _all_ids(step)}
         info = workflow.info()
         self._execution: dict[str, Any] = {
@@ -1440,6 +1444,18 @@ class DefinitionWorkflow:
         except ValueError as exc:
             raise StepFailed(StepError(code=errors.CONFIG_INVALID, message=str(exc), step=step.id)) from None
 
+    def _task_allowance(self) -> TaskAllowance:
+        """The allowance of the workflow task running now, a fresh one for each task.
+
+        A task is told apart by the history length it runs at, which a replay sees the same: every render
+        happens in the workflow's own coroutines (none in queries or update validators, which a replay
+        skips), so a replay spends the same allowances in the same order and fails at the same render.
+        """
+        task = workflow.info().get_current_history_length()
+        if self._renders is None or self._renders.task != task:
+            self._renders = TaskAllowance(task)
+        return self._renders
+
     def _render(self, step: Step | None, value: Any, where: str, **extra: Any) -> Any:
         """``value`` rendered for ``step`` (None: the definition itself); errors fail the step."""
         scope = self._scope()
@@ -1453,8 +1469,10 @@ class DefinitionWorkflow:
             **scope.bindings(),
             **extra,
         }
+        limited = workflow.patched(PATCH_TEMPLATE_BOUNDS)
+        task = self._task_allowance() if limited else None
         try:
-            return expressions.render(value, context, limited=workflow.patched(PATCH_TEMPLATE_BOUNDS))
+            return expressions.render(value, context, limited=limited, task=task)
         except expressions.ExpressionError as exc:
             raise StepFailed(
                 StepError(

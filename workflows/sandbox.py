@@ -33,6 +33,7 @@ PASSTHROUGH_MODULES = (
     "workflows.steps",
     "workflows.template_budget",
     "workflows.template_checks",
+    "workflows.template_sizes",
     "workflows.template_sandbox",
 )
 

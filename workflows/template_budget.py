@@ -5,13 +5,16 @@ and the execution stalls. Every render therefore spends from a budget of work (l
 size of the loop's body, macro bodies, calls, items a filter goes through) and of volume (characters and items
 copied or scanned), and every value it makes is checked against a size cap *before* it is allocated. The
 counts depend only on the template and its data, so a replay fails at the same point as the first run.
+
+The deadlock detector watches the whole workflow task, not one render: a transform renders its ``map`` once
+per item, and a ``foreach`` runs every item's steps up to their first wait in the same task. All the renders
+of one task therefore also spend from a :class:`TaskAllowance` of a few renders' worth.
 """
 
 from __future__ import annotations
 
-import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
@@ -32,6 +35,15 @@ MAX_VOLUME = 10_000_000
 """Characters and items copied or scanned at C speed per render."""
 MAX_SOURCE = 100_000
 """Characters in one template's source: compiling is linear in it and runs on the same thread."""
+MAX_TASK_WORK = 4 * MAX_WORK
+"""Steps of work all the renders of one workflow task may take together: about a second at most, under the
+deadlock detector's two."""
+MAX_TASK_VOLUME = 4 * MAX_VOLUME
+"""Characters and items all the renders of one workflow task may copy or scan together."""
+TEMPLATE_COST = 20
+"""Steps of work each template rendered costs besides what it does: setting up its context, converting its
+result. Without it a transform over many items could spend its workflow task on renders that each cost
+nothing."""
 
 _SIZED = (str, list, tuple, dict)
 SMALL = 64
@@ -43,20 +55,43 @@ class TemplateTooCostly(SecurityError):
     """A render would exceed its budget or make a value over the size cap; nothing was allocated for it."""
 
 
+class TaskAllowance:
+    """What the renders of one workflow task may still spend together; see :class:`Budget`."""
+
+    __slots__ = ("task", "volume", "work")
+
+    def __init__(self, task: int) -> None:
+        self.task = task
+        """Which task it belongs to (its history length): a new task starts a new allowance."""
+        self.work = MAX_TASK_WORK
+        self.volume = MAX_TASK_VOLUME
+
+
 class Budget:
     """The work and volume one render may still spend; entered around a top-level render.
 
     Renders are synchronous, and the SDK runs workflow tasks on several threads, so the budget in force is
-    held in a context variable rather than anywhere global. Nested renders share the outer budget.
+    held in a context variable rather than anywhere global. Nested renders share the outer budget. Given the
+    workflow task's allowance, a render may spend no more than is left of it, and what it spends is taken
+    from it when the render ends.
     """
 
-    __slots__ = ("_token", "limited", "volume", "work")
+    __slots__ = ("_started", "_token", "limited", "task", "task_volume", "task_work", "volume", "work")
 
-    def __init__(self, limited: bool = True) -> None:
+    def __init__(self, limited: bool = True, task: TaskAllowance | None = None) -> None:
         # Unlimited, a render works as before the bounds existed: for replaying histories recorded then.
         self.limited = limited
         self.work = MAX_WORK if limited else sys.maxsize
         self.volume = MAX_VOLUME if limited else sys.maxsize
+        self.task = task if limited else None
+        # Whether what is left of the task's allowance, rather than the render's own budget, is the bound.
+        self.task_work = self.task_volume = False
+        if self.task is not None:
+            self.task_work = self.task.work < self.work
+            self.task_volume = self.task.volume < self.volume
+            self.work = min(self.work, self.task.work)
+            self.volume = min(self.volume, self.task.volume)
+        self._started = (self.work, self.volume)
         self._token: Any = None
 
     def __enter__(self) -> Budget:
@@ -67,9 +102,14 @@ class Budget:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        if self._token is not None:
-            _CURRENT.reset(self._token)
-            self._token = None
+        if self._token is None:
+            return
+        _CURRENT.reset(self._token)
+        self._token = None
+        if self.task is not None:
+            work, volume = self._started
+            self.task.work -= work - self.work
+            self.task.volume -= volume - self.volume
 
 
 _CURRENT: ContextVar[Budget | None] = ContextVar("conveyor_template_budget", default=None)
@@ -112,10 +152,21 @@ def spend(work: int = 1, volume: int = 0) -> None:
 
 
 def _exhausted(budget: Budget) -> None:
+    if budget.work < 0 and budget.task_work:
+        raise TemplateTooCostly(
+            f"the templates rendered in this workflow task took more than {MAX_TASK_WORK:,} steps of work "
+            f"together ({TEMPLATE_COST} per template besides what it does); process this many items in a "
+            "custom_code step, not in templates"
+        )
     if budget.work < 0:
         raise TemplateTooCostly(
             f"more than {MAX_WORK:,} steps of work (loop iterations times the loop's size, calls, items "
             "filtered); do heavy processing in a step, not in a template"
+        )
+    if budget.task_volume:
+        raise TemplateTooCostly(
+            f"the templates rendered in this workflow task together copied or scanned more than "
+            f"{MAX_TASK_VOLUME:,} characters or items"
         )
     raise TemplateTooCostly(f"more than {MAX_VOLUME:,} characters or items copied or scanned")
 
@@ -135,6 +186,12 @@ def fits(size: int) -> None:
 def limited() -> bool:
     """Whether the render in progress is bounded (see :class:`Budget`)."""
     return (_CURRENT.get() or current()).limited
+
+
+def refusing() -> bool:
+    """Whether what no bounded render may do is refused here: in a bounded render, or validating."""
+    budget = _CURRENT.get()
+    return budget is None or budget.limited
 
 
 def made(value: Any) -> Any:
@@ -181,68 +238,3 @@ def size_of_int(value: int) -> None:
 def is_sized(value: Any) -> bool:
     """Whether ``value`` is data whose size is known without going through it."""
     return isinstance(value, _SIZED)
-
-
-def joined(separator: str, items: Iterable[Any], strict: bool = False) -> list[Any]:
-    """``items`` as text for ``separator.join``, refusing before the joined text would pass the cap.
-
-    Items that are not text yet are made text one at a time, so that a list holding one huge value many
-    times fails at the first copies, not after all of them. ``strict`` leaves them as they are, for
-    ``str.join`` to refuse as it always does.
-    """
-    items = list(items)
-    if set(map(type, items)) <= {str}:
-        # Only references so far: the sizes are summed before anything is copied.
-        will_make(sum(map(len, items)) + len(separator) * max(len(items) - 1, 0))
-        return items
-    if strict:
-        return items  # str.join refuses them before making anything
-    parts: list[str] = []
-    total = 0
-    for item in items:
-        part = str(item)
-        total += len(part) + len(separator)
-        if total > MAX_SEQUENCE + len(separator):
-            will_make(total)
-        parts.append(part)
-    will_make(max(total - len(separator), 0))
-    return parts
-
-
-def replaced_size(text: str, old: str, new: str, count: int = -1) -> int:
-    """Length of ``text.replace(old, new, count)``, found without making it."""
-    occurrences = len(text) + 1 if old == "" else text.count(old)
-    if count >= 0:
-        occurrences = min(occurrences, count)
-    return len(text) + occurrences * (len(new) - len(old))
-
-
-# A %-conversion: mapping key, flags, width, precision, length modifier, type ('%%' is a literal '%').
-_PRINTF = re.compile(r"%(?:\(([^)]*)\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.?)", re.DOTALL)
-_SPEC_NUMBER = re.compile(r"\d+")
-
-
-def printf_size(template: str, values: Any) -> int:
-    """At most how long ``template % values`` can be, found before any of it is made."""
-    size = len(template)
-    for key, width, precision, kind in _PRINTF.findall(template):
-        if kind == "%":
-            continue
-        if "*" in (width, precision) and limited():
-            raise TemplateTooCostly("'*' widths in %-formatting are not supported in templates")
-        size += int(width if width.isdigit() else 0) + int(precision if precision.isdigit() else 0)
-        # A mapping's value is made text once per conversion that names it.
-        if key and isinstance(values, Mapping):
-            size += _length(values.get(key))
-    if not isinstance(values, Mapping):
-        size += sum(_length(v) for v in (values if isinstance(values, tuple) else (values,)))
-    return size
-
-
-def _length(value: Any) -> int:
-    return len(value) if isinstance(value, _SIZED) else 0
-
-
-def format_spec_size(spec: str) -> int:
-    """Characters the widths and precisions in a ``str.format`` spec can add."""
-    return sum(int(number) for number in _SPEC_NUMBER.findall(spec))

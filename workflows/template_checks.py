@@ -12,7 +12,7 @@ from typing import Any
 
 from jinja2 import nodes
 
-from workflows import template_budget as budget
+from workflows import template_sizes as sizes
 from workflows.template_budget import MAX_EXPONENT, MAX_RANGE, MAX_SEQUENCE, MAX_WORK, TemplateTooCostly
 
 _PADDING_METHODS = frozenset({"ljust", "rjust", "center", "zfill"})
@@ -50,13 +50,9 @@ def _sizes(tree: nodes.Template) -> Iterator[str]:
 def _call_sizes(node: nodes.Call) -> Iterator[str]:
     numbers = [_number(arg) for arg in node.args]
     if isinstance(node.node, nodes.Name) and node.node.name == "range":
-        if node.args and None not in numbers and not node.kwargs:
-            try:
-                length = len(range(*numbers))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                return
-            if length > MAX_RANGE:
-                yield f"range of {length:,} items is larger than {MAX_RANGE:,}"
+        length = _range_length(node)
+        if length is not None and length > MAX_RANGE:
+            yield f"range of {length:,} items is larger than {MAX_RANGE:,}"
     elif isinstance(node.node, nodes.Getattr):
         method, receiver = node.node.attr, _constant(node.node.node)
         if method in _PADDING_METHODS:
@@ -81,7 +77,7 @@ def _repeat_size(node: nodes.Mul) -> Iterator[str]:
 
 def _printf(text: str) -> Iterator[str]:
     try:
-        size = budget.printf_size(text, ())
+        size = sizes.printf_size(text, ())
     except TemplateTooCostly as exc:
         yield str(exc)
         return
@@ -93,11 +89,11 @@ def _format_specs(text: str) -> Iterator[str]:
         specs = [spec for _, field, spec, _ in Formatter().parse(text) if field is not None and spec]
     except ValueError:
         return  # the render reports the malformed format string
-    yield from _over_cap("formatting", [sum(budget.format_spec_size(spec) for spec in specs)])
+    yield from _over_cap("formatting", [sum(sizes.format_spec_size(spec) for spec in specs)])
 
 
-def _over_cap(what: str, sizes: list[int | None]) -> Iterator[str]:
-    for size in sizes:
+def _over_cap(what: str, counts: list[int | None]) -> Iterator[str]:
+    for size in counts:
         if size is not None and size > MAX_SEQUENCE:
             yield f"{what} would make {size:,} characters or items, more than {MAX_SEQUENCE:,}"
 
@@ -118,13 +114,19 @@ def _length(node: nodes.Node) -> int | None:
     if isinstance(node, nodes.List | nodes.Tuple):
         return len(node.items)
     if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name) and node.node.name == "range":
-        numbers = [_number(arg) for arg in node.args]
-        if numbers and None not in numbers:
-            try:
-                return len(range(*numbers))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                return None
+        return _range_length(node)
     return None
+
+
+def _range_length(call: nodes.Call) -> int | None:
+    """Items in a ``range()`` of constants, however large they are written."""
+    numbers = [_number(arg) for arg in call.args]
+    if not 1 <= len(numbers) <= 3 or None in numbers or call.kwargs or call.dyn_args or call.dyn_kwargs:
+        return None
+    try:
+        return sizes.range_length(*numbers)  # type: ignore[arg-type]
+    except ValueError:  # a step of 0: the render reports it
+        return None
 
 
 def _constant(node: nodes.Node) -> Any:
@@ -132,5 +134,8 @@ def _constant(node: nodes.Node) -> Any:
 
 
 def _number(node: nodes.Node) -> int | None:
+    if isinstance(node, nodes.Neg):
+        number = _number(node.node)
+        return None if number is None else -number
     value = _constant(node)
     return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -2,9 +2,11 @@
 
 Three hooks see all the work a template can do. The compiled tree is rewritten so that each loop pays for
 every item it takes (weighted by the size of its body), each macro or ``caller`` body pays when it runs,
-``~`` joins through a bounded concatenation and comparisons pay for the containers they scan. The sandbox's
-own hooks (calls, ``+ * ** %``, subscripts, output, ``str.format``) check the size of what they would make
-before making it. Filters and tests are wrapped to pay for what they go through and to check what they make.
+``~`` joins through a bounded concatenation, and comparisons, dict keys and subscripts pay for the data they
+go through. The sandbox's own hooks (calls, ``+ - * ** %``, output, ``str.format``) check the size of what
+they would make before making it. Filters and tests are wrapped to pay for what they go through and to check
+what they make. Whatever turns data into text or compares it measures it first (:mod:`template_sizes`), so
+that a list held many times by reference is refused before its text or comparison runs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from jinja2.visitor import NodeTransformer
 from markupsafe import EscapeFormatter, Markup
 
 from workflows import template_budget as budget
+from workflows import template_sizes as sizes
 from workflows.template_budget import (
     MAX_EXPONENT,
     MAX_INT_BITS,
@@ -41,12 +44,18 @@ _MADE = "metered:made"
 
 _SEQUENCES = (str, list, tuple)
 _JINJA_CALL = 20
+_COMPARING_CALLS = frozenset({"changed", "count", "dict", "fromkeys", "get", "index", "pop", "remove",
+                              "setdefault", "sort", "update"})  # fmt: skip
+"""Methods and callables that compare or hash their arguments: ``dict.get``, ``dict(pairs)``,
+``loop.changed``, ..."""
+_COMPARING_ITEMS = frozenset({"count", "index", "remove", "sort"})
+"""``list`` methods that also compare the list's own items."""
 
 
 class BoundedEnvironment(SandboxedEnvironment):
     """The sandbox, bounding the work and sizes of each render made under a ``template_budget.Budget``."""
 
-    intercepted_binops = frozenset({"+", "*", "**", "%"})
+    intercepted_binops = frozenset({"+", "-", "*", "**", "%"})
 
     def __init__(self, **options: Any) -> None:
         super().__init__(finalize=_finalize, **options)
@@ -56,11 +65,11 @@ class BoundedEnvironment(SandboxedEnvironment):
                 _ITEMS: budget.counted,
                 _SPEND: budget.spend,
                 _CONCAT: _concat,
-                _SCAN: budget.scanned,
+                _SCAN: sizes.compared,
                 _MADE: budget.made,
             }
         )
-        self.tests = {name: _bounded_test(test) for name, test in self.tests.items()}  # type: ignore[arg-type]
+        self.tests = {name: _bounded_test(name, test) for name, test in self.tests.items()}  # type: ignore[arg-type]
         self.globals["range"] = bounded_range
 
     def _generate(
@@ -86,10 +95,16 @@ class BoundedEnvironment(SandboxedEnvironment):
             for value in (*args, *kwargs.values()):
                 budget.scanned(value)
         receiver = getattr(obj, "__self__", None)
+        name = getattr(obj, "__name__", None)
+        if name in _COMPARING_CALLS:
+            if isinstance(receiver, list) and name in _COMPARING_ITEMS:
+                sizes.compared(receiver)
+            for value in args:
+                sizes.compared(value)
         if isinstance(receiver, str):
             budget.scanned(receiver)
             if obj.__name__ == "join" and args:
-                return budget.made(receiver.join(budget.joined(receiver, args[0], strict=True)))
+                return budget.made(receiver.join(sizes.joined(receiver, args[0], strict=True)))
             size = _str_method_size(receiver, obj.__name__, args, kwargs)
             if size is not None:
                 budget.will_make(size)
@@ -99,6 +114,9 @@ class BoundedEnvironment(SandboxedEnvironment):
         return budget.made(super().call(context, obj, *args, **kwargs))
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "-":
+            # Numbers, or dict views made sets: hashing their items goes through them in depth.
+            return sizes.compared(left) - sizes.compared(right)
         if operator == "+":
             if isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
                 budget.will_make(len(left) + len(right))
@@ -118,7 +136,7 @@ class BoundedEnvironment(SandboxedEnvironment):
                 _check_int_bits(left.bit_length() * right)
             return left**right
         if isinstance(left, str):
-            budget.will_make(budget.printf_size(left, right))
+            budget.will_make(sizes.printf_size(left, right))
         return budget.made(left % right)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
@@ -151,8 +169,9 @@ class BoundedEnvironment(SandboxedEnvironment):
 def bounded_range(*args: int) -> range:
     """``range`` of at most :data:`MAX_RANGE` items."""
     values = range(*args)
-    if len(values) > MAX_RANGE:
-        raise TemplateTooCostly(f"range of {len(values):,} items is larger than {MAX_RANGE:,}")
+    length = sizes.range_length(*args)
+    if length > MAX_RANGE:
+        raise TemplateTooCostly(f"range of {length:,} items is larger than {MAX_RANGE:,}")
     return values
 
 
@@ -184,7 +203,16 @@ class _Metering(NodeTransformer):
     def visit_Getitem(self, node: nodes.Getitem) -> nodes.Expr:
         self.generic_visit(node)
         # A slice copies: checked and paid for like any value made.
-        return _internal(_MADE, node) if isinstance(node.arg, nodes.Slice) else node
+        if isinstance(node.arg, nodes.Slice):
+            return _internal(_MADE, node)
+        # A key is hashed, and a tuple's hash goes through all of it.
+        node.arg = _scanning(node.arg)
+        return node
+
+    def visit_Pair(self, node: nodes.Pair) -> nodes.Pair:
+        self.generic_visit(node)
+        node.key = _scanning(node.key)  # a dict literal's key, hashed likewise
+        return node
 
     def visit_Compare(self, node: nodes.Compare) -> nodes.Compare:
         self.generic_visit(node)
@@ -204,7 +232,8 @@ def _spending(body: list[nodes.Node]) -> nodes.ExprStmt:
 
 
 def _scanning(expr: nodes.Expr) -> nodes.Expr:
-    return expr if isinstance(expr, nodes.Literal) else _internal(_SCAN, expr)
+    # Only a constant is known small: a list or tuple literal may hold anything.
+    return expr if isinstance(expr, nodes.Const) else _internal(_SCAN, expr)
 
 
 def _weight(body: Iterable[nodes.Node]) -> int:
@@ -214,14 +243,21 @@ def _weight(body: Iterable[nodes.Node]) -> int:
 
 def _finalize(value: Any) -> str:
     # Every `{{ }}` output passes here: the common small case is only a length check.
-    text = value if type(value) is str else str(value)
+    kind = type(value)
+    text: str
+    if kind is str:
+        text = value
+    else:
+        if kind not in sizes.SCALARS:
+            sizes.check_text(value)
+        text = str(value)
     if len(text) > budget.SMALL:
         budget.will_make(len(text))
     return text
 
 
 def _concat(parts: tuple[Any, ...]) -> str:
-    return "".join(budget.joined("", parts))
+    return "".join(sizes.joined("", parts))
 
 
 def _repeat(size: int) -> None:
@@ -245,7 +281,7 @@ def _str_method_size(text: str, name: str, args: tuple[Any, ...], kwargs: Mappin
         return len(text) + text.count("\t") * max(tabsize, 0) if isinstance(tabsize, int) else None
     if name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
         count = args[2] if len(args) > 2 and isinstance(args[2], int) else -1
-        return budget.replaced_size(text, args[0], args[1], count)
+        return sizes.replaced_size(text, args[0], args[1], count)
     if name == "translate" and args and isinstance(args[0], Mapping):
         longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
         return len(text) * max(longest, 1)
@@ -253,8 +289,14 @@ def _str_method_size(text: str, name: str, args: tuple[Any, ...], kwargs: Mappin
 
 
 class _BoundedFormatter(SandboxedFormatter):
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if conversion is not None:  # !r, !s, !a
+            sizes.check_text(value)
+        return super().convert_field(value, conversion)
+
     def format_field(self, value: Any, format_spec: str) -> Any:
-        budget.will_make(budget.format_spec_size(format_spec))
+        sizes.check_text(value)
+        budget.will_make(sizes.format_spec_size(format_spec))
         return budget.made(super().format_field(value, format_spec))
 
 
@@ -263,6 +305,17 @@ class _BoundedEscapeFormatter(_BoundedFormatter, EscapeFormatter):
 
 
 # -- filters and tests ---------------------------------------------------------------------------------------
+
+_STRUCTURAL = frozenset(
+    {"abs", "attr", "batch", "count", "d", "default", "filesizeformat", "first", "float", "int", "items",
+     "join", "last", "length", "list", "map", "reject", "rejectattr", "reverse", "round", "select",
+     "selectattr", "slice", "sum"}
+)  # fmt: skip
+"""Filters that never make text of their value or compare its items (``join`` measures each item itself).
+Every other filter, including any Jinja adds later, is measured as text before it runs."""
+
+_COMPARING = frozenset({"dictsort", "groupby", "max", "min", "sort", "unique"})
+"""Filters that compare or hash their value's items, going through them in depth."""
 
 _CONSTANT_TIME = frozenset(
     {"abs", "attr", "count", "d", "default", "first", "float", "int", "items", "last", "length", "round",
@@ -294,11 +347,23 @@ def _wordwrap(
 
 
 def _format(value: Any, *args: Any, **kwargs: Any) -> None:
-    budget.will_make(budget.printf_size(str(value), kwargs or args))
+    budget.will_make(sizes.printf_size(str(value), kwargs or args))
 
 
 def _replace(value: Any, old: Any, new: Any, count: Any = None) -> None:
-    budget.will_make(budget.replaced_size(str(value), str(old), str(new), -1 if count is None else count))
+    budget.will_make(sizes.replaced_size(str(value), str(old), str(new), -1 if count is None else count))
+
+
+def _pprint(value: Any) -> None:
+    # pprint writes each level's repr again for every level it breaks into lines, in Python.
+    size = sizes.pretty_size(value)
+    budget.will_make(size)
+    budget.spend(work=size // 8)
+
+
+def _tojson(value: Any, indent: Any = None) -> None:
+    if indent is not None:
+        budget.will_make(sizes.pretty_size(value, indent if isinstance(indent, int) else len(str(indent))))
 
 
 def _batch(value: Any, linecount: Any, fill_with: Any = None) -> None:
@@ -319,8 +384,10 @@ _CHECKS: dict[str, Callable[..., None]] = {
     "center": _center,
     "format": _format,
     "indent": _indent,
+    "pprint": _pprint,
     "replace": _replace,
     "slice": _slice,
+    "tojson": _tojson,
     "wordwrap": _wordwrap,
 }
 """Filters whose result can outgrow their input, with how they check its size before making it."""
@@ -330,7 +397,8 @@ _CHECKS: dict[str, Callable[..., None]] = {
 def _join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
     if attribute is not None:
         value = map(make_attrgetter(eval_ctx.environment, attribute), value)
-    return FILTERS["join"](eval_ctx, budget.joined(str(d), value), d)  # type: ignore[no-any-return]
+    sizes.check_text(d)
+    return FILTERS["join"](eval_ctx, sizes.joined(str(d), value), d)  # type: ignore[no-any-return]
 
 
 @pass_environment
@@ -356,11 +424,21 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     check = _CHECKS.get(name)
     constant_time = name in _CONSTANT_TIME
     characters_per_step = _CHARACTERS_PER_STEP.get(name)
+    comparing = name in _COMPARING
+    textual = not comparing and name not in _STRUCTURAL
 
     @functools.wraps(func)  # keeps Jinja's pass_context / pass_eval_context marks
     def bounded(*args: Any, **kwargs: Any) -> Any:
         value = args[at]
         budget.spend()
+        if textual:
+            if type(value) not in sizes.SCALARS:
+                sizes.check_text(value)
+            if len(args) > at + 1 or kwargs:
+                for argument in (*args[at + 1 :], *kwargs.values()):
+                    sizes.check_text(argument)
+        elif comparing:
+            sizes.compared(value)
         if not constant_time:
             budget.processed(value)
         if characters_per_step is not None:
@@ -377,12 +455,34 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     return bounded
 
 
-def _bounded_test(test: Callable[..., Any]) -> Callable[..., Any]:
+_TYPE_TESTS = frozenset(
+    {"boolean", "callable", "defined", "escaped", "false", "float", "integer", "iterable", "mapping", "none",
+     "number", "sameas", "sequence", "string", "true", "undefined"}
+)  # fmt: skip
+"""Tests that look at their value's type or identity, never into it. ``lower`` and ``upper`` make it text;
+any other test compares or hashes what it is given."""
+
+_MODULO_TESTS = {"divisibleby": None, "even": 2, "odd": 2}
+"""Tests that take their value ``%`` a number (given, or fixed), which formats text when the value is text."""
+
+
+def _bounded_test(name: str, test: Callable[..., Any]) -> Callable[..., Any]:
+    at = 0 if _PassArg.from_obj(test) is None else 1
+    textual = name in ("lower", "upper")
+    modulo = name in _MODULO_TESTS
+    comparing = not textual and not modulo and name not in _TYPE_TESTS
+
     @functools.wraps(test)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         budget.spend()
-        for value in args[1:]:
-            budget.scanned(value)
+        if textual:
+            sizes.check_text(args[at])
+        elif modulo and isinstance(args[at], str):
+            divisor = _MODULO_TESTS[name] or (args[at + 1] if len(args) > at + 1 else 0)
+            budget.will_make(sizes.printf_size(args[at], divisor))
+        elif comparing:
+            for value in args[at:]:
+                sizes.compared(value)
         return test(*args, **kwargs)
 
     return bounded

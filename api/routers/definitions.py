@@ -18,7 +18,7 @@ from core.executions import forget_plans
 from core.mermaid import definition_flowchart
 from core.models import Definition, DefinitionVersion
 from core.schedules import repoint_schedules
-from workflows.definition import DefinitionInvalid, Problem, parse, parse_structure
+from workflows.definition import DefinitionInvalid, Problem, parse_structure
 
 router = APIRouter(prefix="/api/v1/definitions", tags=["definitions"])
 
@@ -119,7 +119,7 @@ async def validate_definition(request: Request, _caller: Viewer) -> ValidationRe
     """Validate a document without storing it; every problem comes with its JSON path."""
     document = await read_document(request)
     try:
-        parse(document)
+        await store.validated(document)
     except DefinitionInvalid as exc:
         return ValidationReport(valid=False, problems=exc.problems)
     return ValidationReport(valid=True, problems=[])

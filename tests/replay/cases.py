@@ -134,6 +134,31 @@ FEATURES: list[ReplayCase] = [
         },
         {"n": 20},
     ),
+    ReplayCase(
+        "feature-template-task-allowance",
+        {
+            "name": "feature-template-task-allowance",
+            "failure": {"suspend": False, "retries": []},
+            "steps": [
+                {
+                    "id": "light",
+                    "type": "transform",
+                    "with": {"items": "{{ range(input.n) | list }}", "map": "{{ item * 2 }}"},
+                },
+                {
+                    # About 150,000 steps of work per item, each within its render's budget: the items
+                    # together pass the workflow task's allowance at the sixth.
+                    "id": "heavy",
+                    "type": "transform",
+                    "with": {
+                        "items": "{{ range(input.n) | list }}",
+                        "map": "{% for i in range(300) %}{% for j in range(480) %}{% endfor %}{% endfor %}",
+                    },
+                },
+            ],
+        },
+        {"n": 20},
+    ),
 ]
 
 
